@@ -1,0 +1,1 @@
+//! Checks a cdp project and lowers it for the back ends.

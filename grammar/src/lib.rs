@@ -1,0 +1,12 @@
+//! The cdp language front end: grammar, syntax tree with spans, parser, diagnostics, formatter.
+//!
+//! This crate knows nothing of SQL or engines; the compiler reads what it produces.
+
+pub mod ast;
+pub mod diag;
+pub mod parser;
+pub mod span;
+
+pub use diag::{Diagnostic, Severity};
+pub use parser::{parse_expr, parse_file, Parsed};
+pub use span::{FileId, SourceMap, Span};
