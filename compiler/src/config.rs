@@ -1,0 +1,199 @@
+//! `cdp.toml`: the project's name, storage directory, default as-of time and source bindings.
+
+use std::collections::BTreeMap;
+
+use cdp_grammar::{Diagnostic, FileId, SourceMap, Span};
+use serde::{Deserialize, Serialize};
+
+/// The parsed `cdp.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub project: ProjectSection,
+    /// Source name → where its data lives.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceBinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSection {
+    pub name: String,
+    /// Directory (relative to the project) for outputs and the registry.
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    /// Default as-of time for runs, `YYYY-MM-DD HH:MM:SS`; absent means "now".
+    pub as_of: Option<String>,
+}
+
+fn default_storage() -> String {
+    ".cdp".to_string()
+}
+
+/// Where a source's rows come from: files for the embedded engine, a table for SQL targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceBinding {
+    /// A file path or glob, relative to the project directory.
+    pub path: Option<String>,
+    /// `csv`, `parquet` or `jsonl`; inferred from the path's extension when absent.
+    pub format: Option<DataFormat>,
+    /// Table name on SQL targets (defaults to the source's name).
+    pub table: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    Csv,
+    Parquet,
+    #[serde(alias = "json", alias = "ndjson")]
+    Jsonl,
+}
+
+impl SourceBinding {
+    /// The declared format, else the one the path's extension names.
+    pub fn data_format(&self) -> Option<DataFormat> {
+        self.format.or_else(|| {
+            let path = self.path.as_deref()?;
+            let ext = path.rsplit('.').next()?.to_ascii_lowercase();
+            match ext.as_str() {
+                "csv" => Some(DataFormat::Csv),
+                "parquet" => Some(DataFormat::Parquet),
+                "jsonl" | "ndjson" | "json" => Some(DataFormat::Jsonl),
+                _ => None,
+            }
+        })
+    }
+}
+
+/// Parses `cdp.toml`, reporting problems with their position in the file.
+pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Diagnostic> {
+    let text = &map.get(file).text;
+    let config: ProjectConfig = toml::from_str(text).map_err(|e| {
+        let range = e.span().unwrap_or(0..0);
+        Diagnostic::error("config", Span::new(file, range.start, range.end), e.message().to_string())
+            .with_note("cdp.toml has a [project] table (name, storage, as_of) and one [sources.<name>] table per source (path, format, table)")
+    })?;
+    if let Some(as_of) = &config.project.as_of {
+        if parse_timestamp(as_of).is_none() {
+            return Err(Diagnostic::error(
+                "config",
+                locate(text, file, as_of),
+                format!("`{as_of}` is not a timestamp"),
+            )
+            .with_help("write it as \"2024-12-01 00:00:00\" or \"2024-12-01\""));
+        }
+    }
+    for (name, binding) in &config.sources {
+        if binding.path.is_none() && binding.table.is_none() {
+            return Err(Diagnostic::error(
+                "config",
+                header_span(text, file, name),
+                format!("source binding `{name}` has neither `path` nor `table`"),
+            )
+            .with_help("add `path = \"data/<file>.csv\"` for the embedded engine"));
+        }
+        if binding.path.is_some() && binding.data_format().is_none() {
+            return Err(Diagnostic::error(
+                "config",
+                header_span(text, file, name),
+                format!("cannot tell the format of source `{name}` from its path"),
+            )
+            .with_help("add `format = \"csv\"`, `\"parquet\"` or `\"jsonl\"`"));
+        }
+    }
+    Ok(config)
+}
+
+/// The span of the `[sources.<name>]` header (or of the file start when it is not found).
+pub fn header_span(text: &str, file: FileId, name: &str) -> Span {
+    for header in [format!("[sources.{name}]"), format!("[sources.\"{name}\"]")] {
+        if let Some(i) = text.find(&header) {
+            return Span::new(file, i, i + header.len());
+        }
+    }
+    locate(text, file, name)
+}
+
+fn locate(text: &str, file: FileId, needle: &str) -> Span {
+    match text.find(needle) {
+        Some(i) => Span::new(file, i, i + needle.len()),
+        None => Span::new(file, 0, 0),
+    }
+}
+
+/// Parses `YYYY-MM-DD[ HH:MM:SS[.fff]]` (also with `T`) into seconds since the Unix epoch
+/// (the fraction is ignored): validation of literals without a date library.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, time) = match text.split_once([' ', 'T']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let mut parts = date.split('-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let mut secs = 0i64;
+    if let Some(time) = time {
+        let time = time.trim_end_matches('Z');
+        let time = time.split('.').next()?;
+        let mut t = time.split(':');
+        let h: i64 = t.next()?.parse().ok()?;
+        let m: i64 = t.next()?.parse().ok()?;
+        let s: i64 = t.next().map_or(Some(0), |s| s.parse().ok())?;
+        if t.next().is_some() || h > 23 || m > 59 || s > 59 {
+            return None;
+        }
+        secs = h * 3600 + m * 60 + s;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + secs)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_and_validate() {
+        assert_eq!(parse_timestamp("1970-01-01"), Some(0));
+        assert_eq!(parse_timestamp("2024-12-01 00:00:00"), Some(1_733_011_200));
+        assert_eq!(parse_timestamp("2024-02-29T12:00:00Z"), Some(1_709_208_000));
+        assert_eq!(parse_timestamp("2023-02-29"), None);
+        assert_eq!(parse_timestamp("2024-13-01"), None);
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn config_errors_point_into_the_file() {
+        let mut map = SourceMap::new();
+        let id = map.add("cdp.toml", "[project]\nname = \"x\"\nstorge = \".cdp\"\n");
+        let err = parse_config(&map, id).unwrap_err();
+        assert!(err.message.contains("storge"), "{}", err.message);
+        assert_eq!(map.get(id).line_col(err.span.start as usize).0, 3);
+    }
+}

@@ -1,0 +1,1 @@
+//! Executes compiled cdp plans (the embedded batch engine, identity, streaming); lands with the runtime issues.
