@@ -49,8 +49,26 @@ impl Checked {
     }
 }
 
+/// Stack for checking: expressions nest up to the parser's limits, and the recursive descent
+/// over them must not depend on how large the caller's stack happens to be.
+const CHECK_STACK_BYTES: usize = 256 << 20;
+
 /// Checks a whole project; never panics, reports all problems of all files.
 pub fn check(project: &ProjectSources) -> Checked {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cdp-check".into())
+            .stack_size(CHECK_STACK_BYTES)
+            .spawn_scoped(scope, || check_on_this_thread(project))
+            .map(|worker| worker.join())
+    })
+    .ok()
+    .and_then(Result::ok)
+    // Spawning fails only when the OS refuses a thread; checking here is the best we can do.
+    .unwrap_or_else(|| check_on_this_thread(project))
+}
+
+fn check_on_this_thread(project: &ProjectSources) -> Checked {
     let mut diagnostics = Vec::new();
     let mut files = Vec::new();
     for &id in &project.files {
@@ -61,7 +79,7 @@ pub fn check(project: &ProjectSources) -> Checked {
     let config = project.config.and_then(|id| match config::parse_config(&project.map, id) {
         Ok(c) => Some((id, c)),
         Err(d) => {
-            diagnostics.push(d);
+            diagnostics.push(*d);
             None
         }
     });
@@ -721,10 +739,7 @@ impl<'a> Checker<'a> {
 
     fn column(&self, source: usize, name: &str) -> Option<Type> {
         let DefKind::Source(s) = &self.defs[source].kind else { return None };
-        s.columns.iter().find(|c| c.name.name == name).map(|c| {
-            let t = Type::from_ast(&c.ty);
-            t
-        })
+        s.columns.iter().find(|c| c.name.name == name).map(|c| Type::from_ast(&c.ty))
     }
 
     fn unknown_source_column(&mut self, source: usize, name: &Ident) {

@@ -68,39 +68,40 @@ impl SourceBinding {
 }
 
 /// Parses `cdp.toml`, reporting problems with their position in the file.
-pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Diagnostic> {
+pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Box<Diagnostic>> {
     let text = &map.get(file).text;
     let config: ProjectConfig = toml::from_str(text).map_err(|e| {
         let range = e.span().unwrap_or(0..0);
         Diagnostic::error("config", Span::new(file, range.start, range.end), e.message().to_string())
             .with_note("cdp.toml has a [project] table (name, storage, as_of) and one [sources.<name>] table per source (path, format, table)")
-    })?;
+    })
+    .map_err(Box::new)?;
     if let Some(as_of) = &config.project.as_of {
         if parse_timestamp(as_of).is_none() {
-            return Err(Diagnostic::error(
+            return Err(Box::new(Diagnostic::error(
                 "config",
                 locate(text, file, as_of),
                 format!("`{as_of}` is not a timestamp"),
             )
-            .with_help("write it as \"2024-12-01 00:00:00\" or \"2024-12-01\""));
+            .with_help("write it as \"2024-12-01 00:00:00\" or \"2024-12-01\"")));
         }
     }
     for (name, binding) in &config.sources {
         if binding.path.is_none() && binding.table.is_none() {
-            return Err(Diagnostic::error(
+            return Err(Box::new(Diagnostic::error(
                 "config",
                 header_span(text, file, name),
                 format!("source binding `{name}` has neither `path` nor `table`"),
             )
-            .with_help("add `path = \"data/<file>.csv\"` for the embedded engine"));
+            .with_help("add `path = \"data/<file>.csv\"` for the embedded engine")));
         }
         if binding.path.is_some() && binding.data_format().is_none() {
-            return Err(Diagnostic::error(
+            return Err(Box::new(Diagnostic::error(
                 "config",
                 header_span(text, file, name),
                 format!("cannot tell the format of source `{name}` from its path"),
             )
-            .with_help("add `format = \"csv\"`, `\"parquet\"` or `\"jsonl\"`"));
+            .with_help("add `format = \"csv\"`, `\"parquet\"` or `\"jsonl\"`")));
         }
     }
     Ok(config)

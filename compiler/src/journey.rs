@@ -191,7 +191,7 @@ impl Flow {
 }
 
 fn percent(basis_points: u32) -> String {
-    if basis_points % 100 == 0 {
+    if basis_points.is_multiple_of(100) {
         format!("{}%", basis_points / 100)
     } else {
         format!("{}.{:02}%", basis_points / 100, basis_points % 100)

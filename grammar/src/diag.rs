@@ -145,6 +145,9 @@ pub fn render(map: &SourceMap, diag: &Diagnostic) -> String {
     out
 }
 
+/// Characters of a source line shown at most.
+const MAX_SHOWN: usize = 120;
+
 fn render_snippet(map: &SourceMap, span: Span, label: Option<&str>, mark: char, out: &mut String) {
     let file = map.get(span.file);
     let (line, col) = file.line_col(span.start as usize);
@@ -154,19 +157,23 @@ fn render_snippet(map: &SourceMap, span: Span, label: Option<&str>, mark: char, 
     let pad = " ".repeat(width);
     out.push_str(&format!("{pad}--> {}:{line}:{col}\n", file.path));
     out.push_str(&format!("{pad} |\n"));
-    out.push_str(&format!("{line} | {}\n", text.replace('\t', " ")));
-    let line_chars = text.chars().count();
-    let stop = if end_line == line {
-        end_col
+    let chars: Vec<char> = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+    let stop = if end_line == line { end_col } else { chars.len() + 1 };
+    // Long lines (generated files, minified input) are cut to a window around the span.
+    let (from, to) = if chars.len() > MAX_SHOWN {
+        let from = (col - 1).saturating_sub(MAX_SHOWN / 3).min(chars.len());
+        (from, (from + MAX_SHOWN).min(chars.len()))
     } else {
-        line_chars + 1
+        (0, chars.len())
     };
-    let len = stop.saturating_sub(col).max(1);
-    out.push_str(&format!(
-        "{pad} | {}{}",
-        " ".repeat(col - 1),
-        mark.to_string().repeat(len)
-    ));
+    let prefix = if from > 0 { "…" } else { "" };
+    let suffix = if to < chars.len() { "…" } else { "" };
+    let shown: String = chars[from..to].iter().collect();
+    out.push_str(&format!("{line} | {prefix}{shown}{suffix}\n"));
+    let caret_start = (col - 1).clamp(from, to) - from + prefix.chars().count();
+    let caret_stop = (stop - 1).clamp(from, to) - from + prefix.chars().count();
+    let len = caret_stop.saturating_sub(caret_start).max(1);
+    out.push_str(&format!("{pad} | {}{}", " ".repeat(caret_start), mark.to_string().repeat(len)));
     if let Some(label) = label {
         out.push(' ');
         out.push_str(label);

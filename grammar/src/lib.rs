@@ -8,5 +8,5 @@ pub mod parser;
 pub mod span;
 
 pub use diag::{Diagnostic, Severity};
-pub use parser::{parse_expr, parse_file, Parsed};
+pub use parser::{parse_file, Parsed};
 pub use span::{FileId, SourceMap, Span};

@@ -39,10 +39,27 @@ pub const DEFINITION_KEYWORDS: [&str; 9] = [
 /// Parses one `.cdp` file. Never panics: bad input becomes diagnostics, and parsing resumes at
 /// the next definition so that every syntax error of the file is reported in one run.
 pub fn parse_file(file: FileId, text: &str) -> Parsed {
+    let comments = comments(file, text);
+    if let Some(at) = too_deep(text) {
+        let diag = Diagnostic::error(
+            "too-deep",
+            Span::new(file, at, at + 1),
+            format!("brackets nested more than {MAX_NESTING} deep"),
+        )
+        .with_help("split the expression into several features or segments");
+        return Parsed {
+            file: File {
+                definitions: Vec::new(),
+                comments,
+            },
+            diagnostics: vec![diag],
+        };
+    }
     let mut builder = Builder {
         file,
         base: 0,
         diagnostics: Vec::new(),
+        expr_depth: 0,
     };
     let mut definitions = Vec::new();
     let mut pos = skip_trivia(text, 0);
@@ -73,40 +90,48 @@ pub fn parse_file(file: FileId, text: &str) -> Parsed {
     Parsed {
         file: File {
             definitions,
-            comments: comments(file, text),
+            comments,
         },
         diagnostics: builder.diagnostics,
     }
 }
 
-/// Parses a standalone expression (used by tests and tools that evaluate one condition).
-pub fn parse_expr(file: FileId, text: &str) -> Result<Expr, Diagnostic> {
-    let mut builder = Builder {
-        file,
-        base: 0,
-        diagnostics: Vec::new(),
-    };
-    match CdpParser::parse(Rule::standalone_expr, text) {
-        Ok(mut pairs) => {
-            let top = pairs.next().expect("standalone_expr yields one pair");
-            let expr = top
-                .into_inner()
-                .next()
-                .expect("standalone_expr holds an expr");
-            let expr = builder.expr(expr);
-            match builder.diagnostics.into_iter().next() {
-                Some(d) => Err(d),
-                None => Ok(expr),
+/// Deeper bracket nesting than any real definition needs; the limit keeps the recursive descent
+/// (pest's, ours, the checker's) far from the end of the stack on hostile input.
+pub const MAX_NESTING: usize = 64;
+/// Tokens in one top-level expression, for the same reason (long prefix or operator chains).
+pub const MAX_EXPR_TOKENS: usize = 4000;
+
+/// The offset of the first bracket nested deeper than [`MAX_NESTING`], outside strings/comments.
+fn too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
             }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
-        Err(err) => {
-            let at = match err.location {
-                InputLocation::Pos(p) => p,
-                InputLocation::Span((s, _)) => s,
-            };
-            Err(syntax_error(file, text, at, &err.variant))
-        }
+        i += 1;
     }
+    None
 }
 
 fn comments(file: FileId, text: &str) -> Vec<Comment> {
@@ -365,6 +390,8 @@ struct Builder {
     /// Offset of the parsed slice in the file: pest spans are relative to it.
     base: usize,
     diagnostics: Vec<Diagnostic>,
+    /// How many `expr` rules enclose the one being built (0 = a top-level expression).
+    expr_depth: u32,
 }
 
 /// The children of a pair that carry meaning (keywords are dropped).
@@ -1067,7 +1094,18 @@ impl Builder {
     // -------------------------------------------------------------------------- expressions
 
     fn expr(&mut self, pair: Pair<'_, Rule>) -> Expr {
-        self.pratt(pair.into_inner())
+        if self.expr_depth == 0 && pair.clone().into_inner().flatten().count() > MAX_EXPR_TOKENS {
+            let span = self.span(&pair);
+            self.diagnostics.push(
+                Diagnostic::error("too-long", span, format!("expression has more than {MAX_EXPR_TOKENS} tokens"))
+                    .with_help("split it into several features or segments"),
+            );
+            return Expr { kind: ExprKind::Null, span };
+        }
+        self.expr_depth += 1;
+        let expr = self.pratt(pair.into_inner());
+        self.expr_depth -= 1;
+        expr
     }
 
     fn pratt(&mut self, pairs: Pairs<'_, Rule>) -> Expr {
