@@ -1,1 +1,44 @@
-fn main() {}
+//! `cdp`: the command-line entry point. Everything runs inside a panic guard so that a bug in
+//! cdp shows the user a short "internal error" and exit code 2, never a raw backtrace.
+
+use std::io::Write;
+use std::panic;
+use std::process::ExitCode;
+
+use cdp::cli::{self, EXIT_INTERNAL};
+
+fn main() -> ExitCode {
+    panic::set_hook(Box::new(report_internal_error));
+    let code = panic::catch_unwind(|| {
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        cli::run(std::env::args_os(), &mut stdout.lock(), &mut stderr.lock())
+    })
+    .unwrap_or(EXIT_INTERNAL);
+    ExitCode::from(code)
+}
+
+/// Replaces Rust's default panic message: users get what happened and where to report it;
+/// developers get the backtrace when they ask for it with `RUST_BACKTRACE=1`.
+fn report_internal_error(info: &panic::PanicHookInfo<'_>) {
+    let message = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    let location = info
+        .location()
+        .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+        .unwrap_or_default();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "internal error: {message}{location}\n\
+         This is a bug in cdp, not in your project; please report it with the command you ran \
+         and the files involved."
+    );
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        let _ = writeln!(err, "{}", std::backtrace::Backtrace::force_capture());
+    }
+}

@@ -1,0 +1,171 @@
+//! The command line: argument parsing, dispatch to one module per command, and exit codes.
+//!
+//! Commands write to the `out`/`err` they are given rather than to the process's streams, so
+//! that a closed pipe (`cdp graph | head`) is an ordinary write error and tests can run them
+//! in process.
+
+mod check;
+mod graph;
+mod init;
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Everything was fine (warnings allowed).
+pub const EXIT_OK: u8 = 0;
+/// The user's input is wrong: a bad project, a bad argument, a file that would change under
+/// `fmt --check`.
+pub const EXIT_USER: u8 = 1;
+/// cdp itself failed: a bug, or the machine refused something cdp needed.
+pub const EXIT_INTERNAL: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cdp",
+    version,
+    about = "A customer data platform built like a feature store: one definition, the same numbers everywhere.",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new project (sources with sample data, an entity, features, a segment).
+    Init {
+        /// Directory to create; it must not exist or be empty.
+        dir: PathBuf,
+    },
+    /// Check a project and report every problem in every file.
+    Check {
+        /// Project directory (holding cdp.toml and .cdp files).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// `text` for people, `json` (one array of diagnostics on stdout) for editors.
+        #[arg(long, value_enum, default_value_t = DiagnosticFormat::Text)]
+        format: DiagnosticFormat,
+    },
+    /// Format every .cdp file of a project in place.
+    Fmt {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Change nothing; list the files that are not formatted and exit 1 if there are any.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the dependency graph of a project's definitions.
+    Graph {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiagnosticFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+/// Why a command could not do its job, and so which exit code it ends with.
+#[derive(Debug)]
+pub enum Failure {
+    /// The user's input is wrong; the message says how (exit 1).
+    User(String),
+    /// Problems were already printed as diagnostics or a list; nothing more to say (exit 1).
+    Reported,
+    /// Writing the output failed; a reader that went away (`cdp graph | head`) is no failure.
+    Output(io::Error),
+    /// cdp could not do something it should always be able to do (exit 2).
+    Internal(String),
+}
+
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Failure {
+        Failure::Output(error)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Parses `args` (program name first) and runs the command; returns the process exit code.
+pub fn run(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e, out, err),
+    };
+    let outcome = match cli.command {
+        Command::Init { dir } => init::run(&dir, out),
+        Command::Check { dir, format } => check::run(&dir, format, out),
+        Command::Fmt { .. } => Err(Failure::Internal(
+            "fmt: the formatter is not built yet".into(),
+        )),
+        Command::Graph { dir, format } => graph::run(&dir, format, out, err),
+    };
+    let outcome = outcome.and_then(|()| out.flush().map_err(Failure::from));
+    match outcome {
+        Ok(()) => EXIT_OK,
+        Err(Failure::Reported) => EXIT_USER,
+        Err(Failure::User(message)) => {
+            let _ = writeln!(err, "error: {message}");
+            EXIT_USER
+        }
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
+        Err(Failure::Output(e)) => {
+            let _ = writeln!(err, "internal error: cannot write output: {e}");
+            EXIT_INTERNAL
+        }
+        Err(Failure::Internal(message)) => {
+            let _ = writeln!(err, "internal error: {message}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+/// `--help` and `--version` are successes; every other argument mistake is the user's (exit 1,
+/// where clap alone would use 2, which cdp keeps for its own failures).
+fn usage(e: &clap::Error, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    use clap::error::ErrorKind;
+    let text = e.render().to_string();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = write!(out, "{text}");
+            EXIT_OK
+        }
+        _ => {
+            let _ = write!(err, "{text}");
+            EXIT_USER
+        }
+    }
+}
+
+/// Reads a project from disk; a directory that is not a readable project is the user's mistake.
+fn load(dir: &std::path::Path) -> Result<cdp_compiler::ProjectSources, Failure> {
+    cdp_compiler::load_project(dir).map_err(|e| Failure::User(e.to_string()))
+}
+
+/// "1 error", "3 errors": counts in messages read as English.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
