@@ -26,6 +26,8 @@ pub struct Checked {
     pub symbols: HashMap<String, (usize, usize)>,
     /// Value types of attributes and features (segments are `bool`).
     pub types: HashMap<String, Type>,
+    /// The type of every expression, by its span.
+    pub expr_types: HashMap<Span, Type>,
     /// Nodes are the definitions in file order; see [`DepGraph`].
     pub graph: DepGraph,
     /// Every problem found in every file, sorted by file and position.
@@ -90,7 +92,14 @@ fn check_on_this_thread(project: &ProjectSources) -> Checked {
     if let Some((id, config)) = &config {
         checker.check_bindings(*id, &project.map.get(*id).text, config);
     }
-    let Checker { diags, types, edges, by_name, .. } = checker;
+    let Checker {
+        diags,
+        types,
+        edges,
+        by_name,
+        expr_types,
+        ..
+    } = checker;
     diagnostics.extend(diags);
     diagnostics.sort_by(|a, b| a.span.cmp(&b.span).then_with(|| a.message.cmp(&b.message)));
     diagnostics.dedup();
@@ -117,7 +126,7 @@ fn check_on_this_thread(project: &ProjectSources) -> Checked {
         .into_iter()
         .filter_map(|(i, t)| Some((defs.get(i)?.name.name.clone(), t)))
         .collect();
-    Checked { files, config: config.map(|(_, c)| c), symbols, types, graph, diagnostics }
+    Checked { files, config: config.map(|(_, c)| c), symbols, types, expr_types, graph, diagnostics }
 }
 
 /// Where names in an expression are looked up.
@@ -160,6 +169,8 @@ struct Checker<'a> {
     /// The source a qualified attribute reads, per attribute being checked.
     attribute_source: Option<(usize, Span)>,
     attribute_profile_ref: Option<Span>,
+    /// The type of every checked expression, by its span (spans of distinct nodes differ).
+    expr_types: HashMap<Span, Type>,
 }
 
 impl<'a> Checker<'a> {
@@ -173,6 +184,7 @@ impl<'a> Checker<'a> {
             on_cycle: vec![false; defs.len()],
             attribute_source: None,
             attribute_profile_ref: None,
+            expr_types: HashMap::new(),
         }
     }
 
@@ -773,6 +785,12 @@ impl<'a> Checker<'a> {
     // ------------------------------------------------------------------ expressions
 
     fn expr(&mut self, e: &Expr, cx: &Cx<'a>) -> Type {
+        let t = self.expr_inner(e, cx);
+        self.expr_types.insert(e.span, t.clone());
+        t
+    }
+
+    fn expr_inner(&mut self, e: &Expr, cx: &Cx<'a>) -> Type {
         match &e.kind {
             ExprKind::Null => Type::Null,
             ExprKind::Bool(_) => Type::Bool,

@@ -6,10 +6,13 @@
 pub mod check;
 pub mod config;
 pub mod graph;
+pub mod ir;
 pub mod journey;
+pub mod lower;
 pub mod project;
 pub mod types;
 
 pub use check::{check, Checked};
 pub use graph::{DepGraph, GraphFormat};
+pub use lower::{lower, LowerError};
 pub use project::{load_project, project_from_texts, LoadError, ProjectSources};
