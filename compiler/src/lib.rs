@@ -10,6 +10,7 @@ pub mod ir;
 pub mod journey;
 pub mod lower;
 pub mod project;
+pub mod sql;
 pub mod types;
 
 pub use check::{check, Checked};

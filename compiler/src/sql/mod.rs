@@ -1,0 +1,1267 @@
+//! The SQL back end: the IR becomes a program of readable `CREATE TABLE … AS` statements (one per
+//! table, CTEs with meaningful names) in one of five dialects, parameterized by the as-of time.
+//!
+//! Per entity `e` the program computes:
+//! - `e_id_nodes`, `e_id_edges`: the identity graph (normalized key values; links between values
+//!   seen in one record, after exclusions and `max N per profile` limits);
+//! - `e_id_cc`: connected components by an iterative program (hook to the smallest label among
+//!   neighbours, then jump to the label's label) that repeats until no label changes;
+//! - `e_identity`: every identifier with the canonical id of its profile;
+//! - `e_profile`: one row per profile with its attributes, features and segment memberships;
+//! - `e_segments`: (canonical id, segment) for every membership.
+//!
+//! Dialect differences live in [`dialect`]; this module decides the shape of the SQL.
+
+pub mod dialect;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+pub use dialect::Dialect;
+
+use crate::ir::*;
+use crate::types::{Aggregate as AggFn, Function, Type};
+
+/// One table: `sql` is a complete `CREATE TABLE <table> AS …` statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statement {
+    pub table: String,
+    pub sql: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    Create(Statement),
+    /// Re-run `body` until `converged` (one row, one integer: changes in the last round) is 0,
+    /// at most `max_rounds` times.
+    Loop {
+        body: Vec<Statement>,
+        converged: String,
+        max_rounds: u32,
+    },
+}
+
+/// Statements in execution order; the runner drops a table before creating it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    pub dialect: Dialect,
+    pub steps: Vec<Step>,
+    /// The tables users read (the others are intermediate).
+    pub outputs: Vec<String>,
+}
+
+impl Program {
+    /// The program as one SQL script, loops written out as comments around their body.
+    pub fn to_script(&self) -> String {
+        let mut out = String::new();
+        for step in &self.steps {
+            match step {
+                Step::Create(s) => {
+                    out.push_str(&s.sql);
+                    out.push_str(";\n\n");
+                }
+                Step::Loop {
+                    body,
+                    converged,
+                    max_rounds,
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "-- repeat (at most {max_rounds} rounds) until this query returns 0:"
+                    );
+                    for line in converged.lines() {
+                        let _ = writeln!(out, "--   {line}");
+                    }
+                    out.push('\n');
+                    for s in body {
+                        out.push_str(&s.sql);
+                        out.push_str(";\n\n");
+                    }
+                    out.push_str("-- end repeat\n\n");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Rounds of the connected-components loop at most; it converges in O(log n) rounds on chains.
+pub const MAX_IDENTITY_ROUNDS: u32 = 64;
+
+/// Timeless records (sources without an event time) count as seen at this instant.
+const BEGINNING: &str = "1900-01-01 00:00:00";
+
+/// Compiles the project for one dialect, as of `as_of_micros` (microseconds since the epoch).
+pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Program {
+    let e = Emitter {
+        p: project,
+        d: dialect,
+        as_of: dialect.timestamp(as_of_micros),
+        as_of_text: dialect::format_micros(as_of_micros),
+    };
+    let mut steps = Vec::new();
+    let mut outputs = Vec::new();
+    for (i, entity) in project.entities.iter().enumerate() {
+        let id = EntityId(i as u32);
+        e.identity(id, entity, &mut steps, &mut outputs);
+        let profile = e.profile(id, entity);
+        outputs.push(profile.table.clone());
+        steps.push(Step::Create(profile));
+        if let Some(segments) = e.segments(id, entity) {
+            outputs.push(segments.table.clone());
+            steps.push(Step::Create(segments));
+        }
+    }
+    Program {
+        dialect,
+        steps,
+        outputs,
+    }
+}
+
+struct Emitter<'p> {
+    p: &'p Project,
+    d: Dialect,
+    /// The as-of literal, e.g. `TIMESTAMP '2024-12-01 00:00:00'`.
+    as_of: String,
+    as_of_text: String,
+}
+
+/// How names print in an expression.
+#[derive(Clone)]
+enum Scope<'a> {
+    /// Columns of a source row, optionally qualified by a table alias.
+    Row {
+        source: SourceId,
+        alias: Option<&'a str>,
+    },
+    /// The raw key value is this printed expression.
+    Key(&'a str),
+    /// Profile values are columns of the current layer.
+    Profile,
+}
+
+impl<'p> Emitter<'p> {
+    fn q(&self, name: &str) -> String {
+        self.d.ident(name)
+    }
+
+    fn table(&self, entity: &Entity, suffix: &str) -> String {
+        self.q(&format!("{}_{suffix}", entity.meta.name))
+    }
+
+    fn header(&self, what: &str, defs: &[&str]) -> String {
+        let mut h = format!("-- cdp: {what}, as of {}", self.as_of_text);
+        if !defs.is_empty() {
+            let mut line = String::from("\n-- implements:");
+            for d in defs {
+                if line.len() + d.len() > 98 {
+                    h.push_str(&line);
+                    line = String::from("\n--  ");
+                }
+                line.push(' ');
+                line.push_str(d);
+            }
+            h.push_str(&line);
+        }
+        h.push('\n');
+        h
+    }
+
+    // ---------------------------------------------------------------------- expressions
+
+    fn expr(&self, e: &Expr, scope: &Scope) -> String {
+        let d = self.d;
+        match &e.kind {
+            ExprKind::Literal(l) => self.literal(l),
+            ExprKind::Column(c) => match scope {
+                Scope::Row { source, alias } => {
+                    let name = self.q(&self.p.sources[source.index()].columns[c.index()].name);
+                    match alias {
+                        Some(a) => format!("{a}.{name}"),
+                        None => name,
+                    }
+                }
+                _ => "NULL".into(),
+            },
+            ExprKind::KeyValue => match scope {
+                Scope::Key(v) => (*v).to_string(),
+                _ => "NULL".into(),
+            },
+            ExprKind::Attribute(a) => self.q(&self.p.attributes[a.index()].meta.name),
+            ExprKind::Feature(f) => self.q(&self.p.features[f.index()].meta.name),
+            ExprKind::Segment(s) => self.q(&self.p.segments[s.index()].meta.name),
+            ExprKind::Aggregate(a) => format!("agg_{}", a.0),
+            ExprKind::Sequence(s) => format!("seq_{}", s.0),
+            ExprKind::AsOf => self.as_of.clone(),
+            ExprKind::List(items) => {
+                let items: Vec<String> = items.iter().map(|i| self.expr(i, scope)).collect();
+                d.list(&items)
+            }
+            ExprKind::Call(f, args) => {
+                let printed: Vec<String> = args.iter().map(|a| self.expr(a, scope)).collect();
+                let types: Vec<Type> = args.iter().map(|a| a.ty.clone()).collect();
+                if *f == Function::Now {
+                    return self.as_of.clone();
+                }
+                d.function(*f, &printed, &types)
+            }
+            ExprKind::Not(x) => format!("NOT ({})", self.expr(x, scope)),
+            ExprKind::Neg(x) => format!("-({})", self.expr(x, scope)),
+            ExprKind::Binary(op, l, r) => {
+                if matches!(op, BinaryOp::Add | BinaryOp::Sub) {
+                    if let Some(t) = self.temporal_arithmetic(*op, l, r, scope) {
+                        return t;
+                    }
+                }
+                let (ls, rs) = self.operands(l, r, scope);
+                match op {
+                    BinaryOp::Div => d.divide(&ls, &rs),
+                    BinaryOp::Rem => d.remainder(&ls, &rs),
+                    _ => format!("({ls} {} {rs})", binary_symbol(*op)),
+                }
+            }
+            ExprKind::IsNull { value, negated } => {
+                format!(
+                    "({} IS {}NULL)",
+                    self.expr(value, scope),
+                    if *negated { "NOT " } else { "" }
+                )
+            }
+            ExprKind::InList {
+                value,
+                items,
+                negated,
+            } => {
+                let items: Vec<String> = items.iter().map(|i| self.expr(i, scope)).collect();
+                format!(
+                    "({} {}IN ({}))",
+                    self.expr(value, scope),
+                    if *negated { "NOT " } else { "" },
+                    items.join(", ")
+                )
+            }
+            ExprKind::Text {
+                op,
+                value,
+                pattern,
+                negated,
+            } => {
+                let t = d.text(*op, &self.expr(value, scope), &self.expr(pattern, scope));
+                if *negated {
+                    format!("NOT ({t})")
+                } else {
+                    format!("({t})")
+                }
+            }
+            ExprKind::ListContains {
+                list,
+                item,
+                negated,
+            } => {
+                let t = d.list_contains(&self.expr(list, scope), &self.expr(item, scope));
+                if *negated {
+                    format!("NOT ({t})")
+                } else {
+                    format!("({t})")
+                }
+            }
+            ExprKind::ListLength(x) => d.list_length(&self.expr(x, scope)),
+        }
+    }
+
+    /// Timestamps plus or minus durations, and differences of timestamps. Durations are
+    /// milliseconds (BIGINT) in SQL, so that they sum and compare alike on every engine; next to
+    /// a timestamp they become intervals.
+    fn temporal_arithmetic(
+        &self,
+        op: BinaryOp,
+        l: &Expr,
+        r: &Expr,
+        scope: &Scope,
+    ) -> Option<String> {
+        let sym = binary_symbol(op);
+        let timestamp = |e: &Expr| {
+            let x = self.expr(e, scope);
+            if e.ty == Type::Date {
+                format!("CAST({x} AS TIMESTAMP)")
+            } else {
+                x
+            }
+        };
+        match (l.ty.is_temporal(), r.ty.is_temporal(), &l.ty, &r.ty) {
+            (true, false, _, Type::Duration) => Some(format!(
+                "({} {sym} {})",
+                timestamp(l),
+                self.interval_of(r, scope)
+            )),
+            (false, true, Type::Duration, _) if op == BinaryOp::Add => Some(format!(
+                "({} + {})",
+                timestamp(r),
+                self.interval_of(l, scope)
+            )),
+            (true, true, _, _) if op == BinaryOp::Sub => {
+                let (a, b) = (
+                    self.d.epoch_seconds(&self.expr(l, scope)),
+                    self.d.epoch_seconds(&self.expr(r, scope)),
+                );
+                Some(format!("CAST(round(({a} - {b}) * 1000) AS BIGINT)"))
+            }
+            _ => None,
+        }
+    }
+
+    /// A duration expression as an interval: literals directly, others from milliseconds.
+    fn interval_of(&self, e: &Expr, scope: &Scope) -> String {
+        match &e.kind {
+            ExprKind::Literal(Literal::DurationMs(ms)) => self.d.interval(*ms),
+            _ => format!("({} * {})", self.expr(e, scope), self.d.interval(1)),
+        }
+    }
+
+    /// Prints both sides of a binary operator; a date compared with a timestamp is cast up.
+    fn operands(&self, l: &Expr, r: &Expr, scope: &Scope) -> (String, String) {
+        let (mut ls, mut rs) = (self.expr(l, scope), self.expr(r, scope));
+        if l.ty == Type::Date && r.ty == Type::Timestamp {
+            ls = format!("CAST({ls} AS TIMESTAMP)");
+        }
+        if r.ty == Type::Date && l.ty == Type::Timestamp {
+            rs = format!("CAST({rs} AS TIMESTAMP)");
+        }
+        (ls, rs)
+    }
+
+    fn literal(&self, l: &Literal) -> String {
+        match l {
+            Literal::Null => "NULL".into(),
+            Literal::Bool(b) => if *b { "TRUE" } else { "FALSE" }.into(),
+            Literal::Int(i) => i.to_string(),
+            Literal::Decimal(s) => s.clone(),
+            Literal::String(s) => self.d.string(s),
+            Literal::Date(s) => self.d.date(s),
+            Literal::TimestampMicros(m) => self.d.timestamp(*m),
+            Literal::DurationMs(ms) => ms.to_string(),
+        }
+    }
+
+    // ---------------------------------------------------------------------- identity
+
+    /// The normalized value of `key` from a row of `source` (printed with table alias `alias`):
+    /// cast to text, normalized, and null when excluded.
+    fn key_value(&self, entity: &Entity, binding: &KeyBinding, alias: &str) -> String {
+        let key = &entity.keys[binding.key.index()];
+        let raw = self.expr(
+            &binding.value,
+            &Scope::Row {
+                source: binding.source,
+                alias: Some(alias),
+            },
+        );
+        let raw = if binding.value.ty == Type::String {
+            raw
+        } else {
+            format!("CAST({raw} AS {})", self.d.type_name(&Type::String))
+        };
+        let normalized = match &key.normalize {
+            Some(n) => self.expr(n, &Scope::Key(&raw)),
+            None => raw,
+        };
+        if key.exclude.is_empty() {
+            normalized
+        } else {
+            let excluded: Vec<String> = key.exclude.iter().map(|x| self.d.string(x)).collect();
+            format!(
+                "CASE WHEN {normalized} IN ({}) THEN NULL ELSE {normalized} END",
+                excluded.join(", ")
+            )
+        }
+    }
+
+    /// When a row of this source was seen, for first-seen ordering.
+    fn seen_at(&self, source: SourceId, alias: &str) -> String {
+        match self.p.sources[source.index()].time {
+            Some(t) => {
+                let col = &self.p.sources[source.index()].columns[t.index()];
+                let c = format!("{alias}.{}", self.q(&col.name));
+                if col.ty == Type::Date {
+                    format!("CAST({c} AS TIMESTAMP)")
+                } else {
+                    c
+                }
+            }
+            None => self.d.timestamp(parse_beginning()),
+        }
+    }
+
+    /// Rows of a source visible at the as-of time.
+    fn visible(&self, source: SourceId, alias: &str) -> Option<String> {
+        let s = &self.p.sources[source.index()];
+        s.time.map(|t| {
+            format!(
+                "{alias}.{} <= {}",
+                self.q(&s.columns[t.index()].name),
+                self.as_of
+            )
+        })
+    }
+
+    /// Sources that bind keys of the entity, each with its bindings in key-priority order.
+    fn bound_sources(&self, entity: &'p Entity) -> Vec<(SourceId, Vec<&'p KeyBinding>)> {
+        let mut by_source: BTreeMap<SourceId, Vec<&KeyBinding>> = BTreeMap::new();
+        for b in &entity.bindings {
+            by_source.entry(b.source).or_default().push(b);
+        }
+        by_source
+            .into_iter()
+            .map(|(s, mut bs)| {
+                bs.sort_by_key(|b| entity.keys[b.key.index()].priority);
+                (s, bs)
+            })
+            .collect()
+    }
+
+    fn identity(
+        &self,
+        id: EntityId,
+        entity: &'p Entity,
+        steps: &mut Vec<Step>,
+        outputs: &mut Vec<String>,
+    ) {
+        let d = self.d;
+        let _ = id;
+        let records = self.table(entity, "id_records");
+        let nodes = self.table(entity, "id_nodes");
+        let edges = self.table(entity, "id_edges");
+        let cc = self.table(entity, "id_cc");
+        let cc_prev = self.table(entity, "id_cc_prev");
+        let identity = self.table(entity, "identity");
+        let sources = self.bound_sources(entity);
+
+        // Records: every visible row of every bound source with its normalized key values.
+        let string = d.type_name(&Type::String);
+        let mut record_selects = Vec::new();
+        for (source, bindings) in &sources {
+            let s = &self.p.sources[source.index()];
+            let mut cols = vec![format!("{} AS seen_at", self.seen_at(*source, "s"))];
+            for (k, key) in entity.keys.iter().enumerate() {
+                let value = match bindings.iter().find(|b| b.key.index() == k) {
+                    Some(b) => self.key_value(entity, b, "s"),
+                    None => format!("CAST(NULL AS {string})"),
+                };
+                cols.push(format!("{value} AS {}", self.q(&format!("k_{}", key.name))));
+            }
+            let where_ = self
+                .visible(*source, "s")
+                .map(|w| format!("\nWHERE {w}"))
+                .unwrap_or_default();
+            record_selects.push(format!(
+                "SELECT {}\nFROM {} s{where_}",
+                cols.join(",\n       "),
+                self.q(&s.table)
+            ));
+        }
+        if record_selects.is_empty() {
+            let mut cols = vec![format!("{} AS seen_at", d.timestamp(parse_beginning()))];
+            cols.extend(entity.keys.iter().map(|k| {
+                format!(
+                    "CAST(NULL AS {string}) AS {}",
+                    self.q(&format!("k_{}", k.name))
+                )
+            }));
+            record_selects.push(format!("SELECT {} WHERE FALSE", cols.join(", ")));
+        }
+        steps.push(Step::Create(Statement {
+            table: unquote(&records),
+            sql: format!(
+                "{}CREATE TABLE {records} AS\n{}",
+                self.header(
+                    &format!(
+                        "{}: normalized key values of every record seen up to the as-of time",
+                        entity.meta.name
+                    ),
+                    &[&entity.meta.name]
+                ),
+                record_selects.join("\nUNION ALL\n")
+            ),
+        }));
+
+        let node = |key: &str, col: &str| d.concat2(&d.string(&format!("{key}:")), col);
+        let node_selects: Vec<String> = entity
+            .keys
+            .iter()
+            .map(|key| {
+                let col = self.q(&format!("k_{}", key.name));
+                format!(
+                    "  SELECT {} AS node, {} AS key_name, {col} AS key_value, {} AS priority, seen_at FROM {records} WHERE {col} IS NOT NULL",
+                    node(&key.name, &col),
+                    d.string(&key.name),
+                    key.priority
+                )
+            })
+            .collect();
+        let nodes_sql = format!(
+            "{}CREATE TABLE {nodes} AS\nWITH observations AS (\n{}\n)\nSELECT node, key_name, key_value, min(priority) AS priority, min(seen_at) AS first_seen\nFROM observations\nGROUP BY node, key_name, key_value",
+            self.header(&format!("{}: identifiers (normalized key values) and when each was first seen", entity.meta.name), &[]),
+            node_selects.join("\n  UNION ALL\n"),
+        );
+        steps.push(Step::Create(Statement {
+            table: unquote(&nodes),
+            sql: nodes_sql,
+        }));
+
+        // Links between values seen in one record, in both directions, then the limits.
+        let mut link_selects = Vec::new();
+        for (i, ka) in entity.keys.iter().enumerate() {
+            for kb in &entity.keys[i + 1..] {
+                let bound_together = sources.iter().any(|(_, bs)| {
+                    bs.iter()
+                        .any(|b| entity.keys[b.key.index()].name == ka.name)
+                        && bs
+                            .iter()
+                            .any(|b| entity.keys[b.key.index()].name == kb.name)
+                });
+                if !bound_together {
+                    continue;
+                }
+                let (ca, cb) = (
+                    self.q(&format!("k_{}", ka.name)),
+                    self.q(&format!("k_{}", kb.name)),
+                );
+                let (na, nb) = (node(&ka.name, &ca), node(&kb.name, &cb));
+                let (qa, qb) = (d.string(&ka.name), d.string(&kb.name));
+                link_selects.push(format!("  SELECT {na} AS a, {nb} AS b, {qb} AS b_key, seen_at FROM {records} WHERE {ca} IS NOT NULL AND {cb} IS NOT NULL"));
+                link_selects.push(format!("  SELECT {nb} AS a, {na} AS b, {qa} AS b_key, seen_at FROM {records} WHERE {ca} IS NOT NULL AND {cb} IS NOT NULL"));
+            }
+        }
+        let limits: Vec<String> = entity
+            .keys
+            .iter()
+            .filter_map(|k| {
+                k.max_per_profile
+                    .map(|n| format!("(b_key = {} AND rank_in_key > {n})", d.string(&k.name)))
+            })
+            .collect();
+        let over_limit = if limits.is_empty() {
+            "FALSE".to_string()
+        } else {
+            limits.join(" OR ")
+        };
+        let edges_sql = if link_selects.is_empty() {
+            format!(
+                "{}CREATE TABLE {edges} AS\nSELECT node AS a, node AS b FROM {nodes} WHERE FALSE",
+                self.header(
+                    &format!(
+                        "{}: links between identifiers (none: no source binds two keys)",
+                        entity.meta.name
+                    ),
+                    &[]
+                )
+            )
+        } else {
+            format!(
+                "{}CREATE TABLE {edges} AS\nWITH links AS (\n{}\n),\n\
+                 first_links AS (\n  SELECT a, b, b_key, min(seen_at) AS first_seen\n  FROM links\n  GROUP BY a, b, b_key\n),\n\
+                 ranked AS (\n  SELECT a, b, b_key,\n         ROW_NUMBER() OVER (PARTITION BY a, b_key ORDER BY first_seen, b) AS rank_in_key\n  FROM first_links\n),\n\
+                 dropped AS (\n  SELECT a, b FROM ranked WHERE {over_limit}\n)\n\
+                 -- a link survives when neither end has too many values of the other's key\n\
+                 SELECT r.a, r.b\nFROM ranked r\n\
+                 WHERE NOT EXISTS (SELECT 1 FROM dropped x WHERE (x.a = r.a AND x.b = r.b) OR (x.a = r.b AND x.b = r.a))",
+                self.header(&format!("{}: links between identifiers seen in one record, after `max N per profile`", entity.meta.name), &[]),
+                link_selects.join("\n  UNION ALL\n"),
+            )
+        };
+        steps.push(Step::Create(Statement {
+            table: unquote(&edges),
+            sql: edges_sql,
+        }));
+
+        // Connected components: every node starts as its own label.
+        steps.push(Step::Create(Statement {
+            table: unquote(&cc),
+            sql: format!(
+                "{}CREATE TABLE {cc} AS\nSELECT node, node AS label FROM {nodes}",
+                self.header(
+                    &format!("{}: connected components, initial labels", entity.meta.name),
+                    &[]
+                )
+            ),
+        }));
+        let step_sql = format!(
+            "{}CREATE TABLE {cc} AS\nWITH hooked AS (\n  -- each node takes the smallest label among itself and its neighbours\n  \
+             SELECT c.node,\n         CASE WHEN min(n.label) < c.label THEN min(n.label) ELSE c.label END AS label\n  \
+             FROM {cc_prev} c\n  LEFT JOIN {edges} e ON e.a = c.node\n  LEFT JOIN {cc_prev} n ON n.node = e.b\n  GROUP BY c.node, c.label\n)\n\
+             -- then jumps to its label's label: paths halve each round (O(log n) rounds)\n\
+             SELECT h.node, CASE WHEN p.label < h.label THEN p.label ELSE h.label END AS label\nFROM hooked h\nLEFT JOIN hooked p ON p.node = h.label",
+            self.header(&format!("{}: connected components, one round", entity.meta.name), &[])
+        );
+        steps.push(Step::Loop {
+            body: vec![
+                Statement { table: unquote(&cc_prev), sql: format!("CREATE TABLE {cc_prev} AS\nSELECT node, label FROM {cc}") },
+                Statement { table: unquote(&cc), sql: step_sql },
+            ],
+            converged: format!(
+                "SELECT count(*) AS changed\nFROM {cc} c\nJOIN {cc_prev} p ON p.node = c.node\nWHERE c.label <> p.label"
+            ),
+            max_rounds: MAX_IDENTITY_ROUNDS,
+        });
+
+        // Canonical ids: the id of the component's identifier seen first (then by key priority,
+        // then by value) — stable while the profile grows; on a merge the earlier profile wins.
+        let identity_sql = format!(
+            "{}CREATE TABLE {identity} AS\nWITH members AS (\n  SELECT n.node, n.key_name, n.key_value, n.priority, n.first_seen, c.label\n  FROM {nodes} n\n  JOIN {cc} c ON c.node = n.node\n),\n\
+             anchors AS (\n  SELECT label, node AS anchor\n  FROM (\n    SELECT label, node,\n           ROW_NUMBER() OVER (PARTITION BY label ORDER BY first_seen, priority, key_value) AS rn\n    FROM members\n  ) ranked\n  WHERE rn = 1\n)\n\
+             SELECT m.key_name, m.key_value, substr({}, 1, 16) AS canonical_id\nFROM members m\nJOIN anchors a ON a.label = m.label",
+            self.header(&format!("{}: the canonical id of every identifier", entity.meta.name), &[&entity.meta.name]),
+            d.md5_hex("a.anchor"),
+        );
+        outputs.push(unquote(&identity));
+        steps.push(Step::Create(Statement {
+            table: unquote(&identity),
+            sql: identity_sql,
+        }));
+    }
+
+    // ---------------------------------------------------------------------- profile
+
+    fn profile(&self, id: EntityId, entity: &'p Entity) -> Statement {
+        let d = self.d;
+        let profile = self.table(entity, "profile");
+        let identity = self.table(entity, "identity");
+        let mut ctes: Vec<(String, String)> = Vec::new();
+        ctes.push((
+            "profiles".into(),
+            format!("SELECT DISTINCT canonical_id FROM {identity}"),
+        ));
+
+        // Rows of each source with the canonical id of their strongest key.
+        let sources = self.bound_sources(entity);
+        for (source, bindings) in &sources {
+            let s = &self.p.sources[source.index()];
+            let mut joins = Vec::new();
+            let mut ids = Vec::new();
+            for (i, b) in bindings.iter().enumerate() {
+                let key = &entity.keys[b.key.index()];
+                let alias = format!("k{i}");
+                joins.push(format!(
+                    "  LEFT JOIN {identity} {alias} ON {alias}.key_name = {} AND {alias}.key_value = {}",
+                    d.string(&key.name),
+                    self.key_value(entity, b, "s")
+                ));
+                ids.push(format!("{alias}.canonical_id"));
+            }
+            let cols: Vec<String> = s
+                .columns
+                .iter()
+                .filter(|c| c.name != "canonical_id")
+                .map(|c| format!("s.{}", self.q(&c.name)))
+                .collect();
+            let id_expr = if ids.len() == 1 {
+                ids[0].clone()
+            } else {
+                format!("COALESCE({})", ids.join(", "))
+            };
+            let where_ = self
+                .visible(*source, "s")
+                .map(|w| format!("\n  WHERE {w}"))
+                .unwrap_or_default();
+            ctes.push((
+                format!("rows_{}", s.meta.name),
+                format!(
+                    "SELECT {id_expr} AS canonical_id, {}\n  FROM {} s\n{}{where_}",
+                    cols.join(", "),
+                    self.q(&s.table),
+                    joins.join("\n")
+                ),
+            ));
+        }
+
+        // Events of each behavior of the entity that something reads.
+        let used = self.used_behaviors(id);
+        for b in &used {
+            let beh = &self.p.behaviors[b.index()];
+            let s = &self.p.sources[beh.source.index()];
+            let time = &s.columns[beh.time.index()];
+            let time_col = if time.ty == Type::Date {
+                format!("CAST({} AS TIMESTAMP)", self.q(&time.name))
+            } else {
+                self.q(&time.name)
+            };
+            let cols: Vec<String> = s
+                .columns
+                .iter()
+                .filter(|c| c.name != "canonical_id" && c.name != "event_time")
+                .map(|c| self.q(&c.name))
+                .collect();
+            let mut conds = vec![
+                "canonical_id IS NOT NULL".to_string(),
+                format!("{} <= {}", self.q(&time.name), self.as_of),
+            ];
+            if let Some(f) = &beh.filter {
+                conds.push(self.expr(
+                    f,
+                    &Scope::Row {
+                        source: beh.source,
+                        alias: None,
+                    },
+                ));
+            }
+            ctes.push((
+                format!("ev_{}", beh.meta.name),
+                format!(
+                    "SELECT canonical_id, {time_col} AS event_time, {}\n  FROM rows_{}\n  WHERE {}",
+                    cols.join(", "),
+                    s.meta.name,
+                    conds.join("\n    AND ")
+                ),
+            ));
+        }
+
+        // Aggregates: the simple ones of a behavior in one GROUP BY, the ordered ones apart.
+        let mut joins: Vec<String> = Vec::new();
+        let mut defaults: Vec<(AggregateId, String, Option<String>)> = Vec::new();
+        let mut alias_of: HashMap<AggregateId, String> = HashMap::new();
+        let mut simple: BTreeMap<BehaviorId, Vec<(AggregateId, String)>> = BTreeMap::new();
+        for (i, agg) in self.p.aggregates.iter().enumerate() {
+            let aid = AggregateId(i as u32);
+            let beh = &self.p.behaviors[agg.behavior.index()];
+            if beh.entity != id {
+                continue;
+            }
+            let ev = format!("ev_{}", beh.meta.name);
+            let row = Scope::Row {
+                source: beh.source,
+                alias: None,
+            };
+            let cond = self.agg_condition(agg, &row);
+            let value = agg.value.as_ref().map(|v| self.expr(v, &row));
+            let col = format!("agg_{i}");
+            let default = match agg.function {
+                AggFn::Count | AggFn::CountDistinct | AggFn::ApproxCountDistinct => {
+                    Some("0".to_string())
+                }
+                AggFn::Sum => Some("0".to_string()),
+                AggFn::LastK | AggFn::FirstK => match &agg.ty {
+                    Type::List(el) => Some(d.empty_list(el)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            defaults.push((aid, col.clone(), default));
+            let case = |v: &str| match &cond {
+                Some(c) => format!("CASE WHEN {c} THEN {v} END"),
+                None => v.to_string(),
+            };
+            let v = value.clone().unwrap_or_else(|| "1".into());
+            let filtered = |extra: &str| {
+                let mut parts: Vec<String> = cond.iter().cloned().collect();
+                if !extra.is_empty() {
+                    parts.push(extra.to_string());
+                }
+                if parts.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n    WHERE {}", parts.join(" AND "))
+                }
+            };
+            let own_cte = match agg.function {
+                AggFn::Count if value.is_none() && cond.is_none() => {
+                    simple.entry(agg.behavior).or_default().push((aid, "count(*)".into()));
+                    None
+                }
+                AggFn::Count => {
+                    simple.entry(agg.behavior).or_default().push((aid, format!("count({})", case(&v))));
+                    None
+                }
+                AggFn::Sum | AggFn::Min | AggFn::Max => {
+                    simple.entry(agg.behavior).or_default().push((aid, format!("{}({})", agg.function.name(), case(&v))));
+                    None
+                }
+                AggFn::Avg => {
+                    simple.entry(agg.behavior).or_default().push((aid, format!("avg(CAST({} AS {}))", case(&v), d.double())));
+                    None
+                }
+                AggFn::ApproxCountDistinct => {
+                    let f = match d {
+                        Dialect::DataFusion | Dialect::Trino => format!("approx_distinct({})", case(&v)),
+                        Dialect::DuckDb | Dialect::Spark => format!("approx_count_distinct({})", case(&v)),
+                        // PostgreSQL has no sketch built in: exact.
+                        Dialect::Postgres => format!("count(DISTINCT {})", case(&v)),
+                    };
+                    simple.entry(agg.behavior).or_default().push((aid, f));
+                    None
+                }
+                AggFn::CountDistinct if !d.distinct_in_two_stages() => {
+                    simple.entry(agg.behavior).or_default().push((aid, format!("count(DISTINCT {})", case(&v))));
+                    None
+                }
+                AggFn::CountDistinct => Some(format!(
+                    "SELECT canonical_id, count(*) AS {col}\n  FROM (\n    SELECT canonical_id, {v} AS v\n    FROM {ev}{}\n    GROUP BY canonical_id, {v}\n  ) distinct_values\n  GROUP BY canonical_id",
+                    filtered(&format!("{v} IS NOT NULL"))
+                )),
+                AggFn::First | AggFn::Last => {
+                    let dir = if agg.function == AggFn::First { "ASC" } else { "DESC" };
+                    Some(format!(
+                        "SELECT canonical_id, v AS {col}\n  FROM (\n    SELECT canonical_id, v,\n           ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY event_time {dir}, v {dir}) AS rn\n    FROM (SELECT canonical_id, event_time, {v} AS v FROM {ev}{}) values_\n    WHERE v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
+                        filtered("")
+                    ))
+                }
+                AggFn::FirstK | AggFn::LastK => {
+                    let dir = if agg.function == AggFn::FirstK { "ASC" } else { "DESC" };
+                    let k = agg.k.unwrap_or(1);
+                    Some(format!(
+                        "SELECT canonical_id, {} AS {col}\n  FROM (\n    SELECT canonical_id, v,\n           ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY event_time {dir}, v {dir}) AS rn\n    FROM (SELECT canonical_id, event_time, {v} AS v FROM {ev}{}) values_\n    WHERE v IS NOT NULL\n  ) ranked\n  WHERE rn <= {k}\n  GROUP BY canonical_id",
+                        d.ordered_list_agg("v", "rn"),
+                        filtered("")
+                    ))
+                }
+                AggFn::Mode => Some(format!(
+                    "SELECT canonical_id, v AS {col}\n  FROM (\n    SELECT canonical_id, v,\n           ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY n DESC, v ASC) AS rn\n    FROM (\n      SELECT canonical_id, {v} AS v, count(*) AS n\n      FROM {ev}{}\n      GROUP BY canonical_id, {v}\n    ) counted\n  ) ranked\n  WHERE rn = 1",
+                    filtered(&format!("{v} IS NOT NULL"))
+                )),
+            };
+            if let Some(sql) = own_cte {
+                ctes.push((format!("agg_{i}_{}", agg.function.name()), sql));
+                joins.push(format!(
+                    "LEFT JOIN agg_{i}_{} x_{i} ON x_{i}.canonical_id = p.canonical_id",
+                    agg.function.name()
+                ));
+                alias_of.insert(aid, format!("x_{i}"));
+            }
+        }
+        for (b, aggs) in &simple {
+            let beh = &self.p.behaviors[b.index()];
+            let cols: Vec<String> = aggs
+                .iter()
+                .map(|(a, f)| format!("{f} AS agg_{}", a.0))
+                .collect();
+            let name = format!("aggs_{}", beh.meta.name);
+            ctes.push((
+                name.clone(),
+                format!(
+                    "SELECT canonical_id,\n         {}\n  FROM ev_{}\n  GROUP BY canonical_id",
+                    cols.join(",\n         "),
+                    beh.meta.name
+                ),
+            ));
+            // Every simple aggregate of this behavior reads from the same CTE, joined once.
+            let alias = format!("b_{}", b.0);
+            joins.push(format!(
+                "LEFT JOIN {name} {alias} ON {alias}.canonical_id = p.canonical_id"
+            ));
+            for (a, _) in aggs {
+                alias_of.insert(*a, alias.clone());
+            }
+        }
+        let agg_columns: Vec<String> = defaults
+            .into_iter()
+            .map(|(aid, col, default)| {
+                let alias = &alias_of[&aid];
+                match default {
+                    Some(def) => format!("COALESCE({alias}.{col}, {def}) AS {col}"),
+                    None => format!("{alias}.{col} AS {col}"),
+                }
+            })
+            .collect();
+
+        // Sequences.
+        let mut seq_columns = Vec::new();
+        for (i, seq) in self.p.sequences.iter().enumerate() {
+            if self.p.behaviors[seq.first.behavior.index()].entity != id {
+                continue;
+            }
+            ctes.push((format!("seq_{i}_members"), self.sequence(seq)));
+            seq_columns.push(format!("(s_{i}.canonical_id IS NOT NULL) AS seq_{i}"));
+        }
+
+        // Attributes read from sources.
+        let mut attr_columns = Vec::new();
+        let mut attr_joins = Vec::new();
+        for (i, a) in self.p.attributes.iter().enumerate() {
+            if a.entity != id {
+                continue;
+            }
+            if let AttributeValue::FromSource {
+                source,
+                value,
+                order_by,
+                latest,
+            } = &a.value
+            {
+                let s = &self.p.sources[source.index()];
+                let v = self.expr(
+                    value,
+                    &Scope::Row {
+                        source: *source,
+                        alias: None,
+                    },
+                );
+                let dir = if *latest { "DESC" } else { "ASC" };
+                let order = match order_by {
+                    Some(c) => format!(
+                        "{} {dir} NULLS LAST, v DESC",
+                        self.q(&s.columns[c.index()].name)
+                    ),
+                    None => "v DESC".to_string(),
+                };
+                let cte = format!("attr_{}", a.meta.name);
+                ctes.push((
+                    cte.clone(),
+                    format!(
+                        "SELECT canonical_id, v\n  FROM (\n    SELECT canonical_id, v, ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY {order}) AS rn\n    FROM (SELECT canonical_id, {}, {v} AS v FROM rows_{}) r\n    WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
+                        order_by.map_or_else(|| "1 AS unordered".to_string(), |c| self.q(&s.columns[c.index()].name)),
+                        s.meta.name
+                    ),
+                ));
+                attr_columns.push(format!("a_{i}.v AS {}", self.q(&a.meta.name)));
+                attr_joins.push(format!(
+                    "LEFT JOIN {} a_{i} ON a_{i}.canonical_id = p.canonical_id",
+                    self.q(&cte)
+                ));
+            }
+        }
+
+        // Layer 0: profiles with aggregates, sequences and source attributes.
+        let mut layer0_cols = vec!["p.canonical_id".to_string()];
+        layer0_cols.extend(agg_columns);
+        layer0_cols.extend(seq_columns);
+        layer0_cols.extend(attr_columns);
+        let mut all_joins = joins;
+        all_joins.extend(attr_joins);
+        all_joins.extend(self.sequence_joins(id));
+        ctes.push((
+            "layer_0".into(),
+            format!(
+                "SELECT {}\n  FROM profiles p\n  {}",
+                layer0_cols.join(",\n         "),
+                all_joins.join("\n  ")
+            ),
+        ));
+
+        // Layers 1..n: derived values, each after everything it reads.
+        let depth = self.depths(id);
+        let max_depth = depth.values().copied().max().unwrap_or(0);
+        for level in 1..=max_depth {
+            let mut cols = vec!["l.*".to_string()];
+            for v in &self.p.profile_order {
+                if depth.get(v) != Some(&level) {
+                    continue;
+                }
+                cols.push(self.profile_value_column(*v));
+            }
+            ctes.push((
+                format!("layer_{level}"),
+                format!(
+                    "SELECT {}\n  FROM layer_{} l",
+                    cols.join(",\n         "),
+                    level - 1
+                ),
+            ));
+        }
+
+        let mut final_cols = vec!["canonical_id".to_string()];
+        let mut names = Vec::new();
+        for v in &self.p.profile_order {
+            if let Some(name) = self.profile_value_name(*v, id) {
+                names.push(name.to_string());
+            }
+        }
+        let mut ordered: Vec<(u8, &str)> = Vec::new();
+        for a in self.p.attributes.iter().filter(|a| a.entity == id) {
+            ordered.push((0, &a.meta.name));
+        }
+        for f in self.p.features.iter().filter(|f| f.entity == id) {
+            ordered.push((1, &f.meta.name));
+        }
+        for s in self.p.segments.iter().filter(|s| s.entity == id) {
+            ordered.push((2, &s.meta.name));
+        }
+        final_cols.extend(ordered.iter().map(|(_, n)| self.q(n)));
+        let defs: Vec<&str> = ordered.iter().map(|(_, n)| *n).collect();
+
+        let mut sql = self.header(
+            &format!(
+                "{}: one row per profile with its attributes, features and segment memberships",
+                entity.meta.name
+            ),
+            &defs,
+        );
+        let _ = write!(sql, "CREATE TABLE {profile} AS\nWITH ");
+        let body: Vec<String> = ctes
+            .iter()
+            .map(|(n, q)| format!("{} AS (\n  {q}\n)", self.q(n)))
+            .collect();
+        sql.push_str(&body.join(",\n"));
+        let _ = write!(
+            sql,
+            "\nSELECT {}\nFROM layer_{max_depth}",
+            final_cols.join(",\n       ")
+        );
+        Statement {
+            table: unquote(&profile),
+            sql,
+        }
+    }
+
+    fn profile_value_name(&self, v: ProfileValue, entity: EntityId) -> Option<&str> {
+        match v {
+            ProfileValue::Attribute(a) => Some(&self.p.attributes[a.index()])
+                .filter(|x| x.entity == entity)
+                .map(|x| x.meta.name.as_str()),
+            ProfileValue::Feature(f) => Some(&self.p.features[f.index()])
+                .filter(|x| x.entity == entity)
+                .map(|x| x.meta.name.as_str()),
+            ProfileValue::Segment(s) => Some(&self.p.segments[s.index()])
+                .filter(|x| x.entity == entity)
+                .map(|x| x.meta.name.as_str()),
+        }
+    }
+
+    fn profile_value_column(&self, v: ProfileValue) -> String {
+        match v {
+            ProfileValue::Attribute(a) => {
+                let attr = &self.p.attributes[a.index()];
+                match &attr.value {
+                    AttributeValue::Derived(e) => format!(
+                        "{} AS {}",
+                        self.expr(e, &Scope::Profile),
+                        self.q(&attr.meta.name)
+                    ),
+                    AttributeValue::FromSource { .. } => {
+                        unreachable!("source attributes are in layer 0")
+                    }
+                }
+            }
+            ProfileValue::Feature(f) => {
+                let feat = &self.p.features[f.index()];
+                format!(
+                    "{} AS {}",
+                    self.expr(&feat.value, &Scope::Profile),
+                    self.q(&feat.meta.name)
+                )
+            }
+            ProfileValue::Segment(s) => {
+                let seg = &self.p.segments[s.index()];
+                // Unknown is not a member: memberships are never null.
+                format!(
+                    "COALESCE({}, FALSE) AS {}",
+                    self.expr(&seg.condition, &Scope::Profile),
+                    self.q(&seg.meta.name)
+                )
+            }
+        }
+    }
+
+    /// The layer of each derived profile value of the entity: one more than what it reads.
+    fn depths(&self, entity: EntityId) -> HashMap<ProfileValue, usize> {
+        let mut depth: HashMap<ProfileValue, usize> = HashMap::new();
+        for v in &self.p.profile_order {
+            let expr = match v {
+                ProfileValue::Attribute(a) => {
+                    let attr = &self.p.attributes[a.index()];
+                    if attr.entity != entity {
+                        continue;
+                    }
+                    match &attr.value {
+                        AttributeValue::Derived(e) => e,
+                        AttributeValue::FromSource { .. } => {
+                            depth.insert(*v, 0);
+                            continue;
+                        }
+                    }
+                }
+                ProfileValue::Feature(f) => {
+                    let x = &self.p.features[f.index()];
+                    if x.entity != entity {
+                        continue;
+                    }
+                    &x.value
+                }
+                ProfileValue::Segment(s) => {
+                    let x = &self.p.segments[s.index()];
+                    if x.entity != entity {
+                        continue;
+                    }
+                    &x.condition
+                }
+            };
+            let mut level = 1;
+            expr.walk(|e| {
+                let dep = match e.kind {
+                    ExprKind::Attribute(a) => Some(ProfileValue::Attribute(a)),
+                    ExprKind::Feature(f) => Some(ProfileValue::Feature(f)),
+                    ExprKind::Segment(s) => Some(ProfileValue::Segment(s)),
+                    _ => None,
+                };
+                if let Some(dep) = dep {
+                    level = level.max(depth.get(&dep).copied().unwrap_or(0) + 1);
+                }
+            });
+            depth.insert(*v, level);
+        }
+        depth
+    }
+
+    fn used_behaviors(&self, entity: EntityId) -> Vec<BehaviorId> {
+        let mut used: Vec<BehaviorId> = Vec::new();
+        for a in &self.p.aggregates {
+            used.push(a.behavior);
+        }
+        for s in &self.p.sequences {
+            used.push(s.first.behavior);
+            used.extend(s.then.iter().map(|t| t.step.behavior));
+        }
+        used.retain(|b| self.p.behaviors[b.index()].entity == entity);
+        used.sort();
+        used.dedup();
+        used
+    }
+
+    /// The condition an event must meet to count: inside the window and the `where`.
+    fn agg_condition(&self, agg: &Aggregate, row: &Scope) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(ms) = agg.window_ms {
+            parts.push(format!(
+                "event_time > {} - {}",
+                self.as_of,
+                self.d.interval(ms)
+            ));
+        }
+        if let Some(f) = &agg.filter {
+            parts.push(self.expr(f, row));
+        }
+        if parts.is_empty() {
+            None
+        } else {
+            Some(parts.join(" AND "))
+        }
+    }
+
+    /// Profiles for which `did a then b within D …` holds.
+    fn sequence(&self, seq: &Sequence) -> String {
+        let ev = |b: BehaviorId| format!("ev_{}", self.p.behaviors[b.index()].meta.name);
+        let row = |b: BehaviorId, alias: &'static str| Scope::Row {
+            source: self.p.behaviors[b.index()].source,
+            alias: Some(alias),
+        };
+        const ALIASES: [&str; 8] = ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"];
+        let mut from = format!("{} e0", ev(seq.first.behavior));
+        let mut conds = Vec::new();
+        if let Some(f) = &seq.first.filter {
+            conds.push(self.expr(f, &row(seq.first.behavior, "e0")));
+        }
+        if let Some(w) = seq.window_ms {
+            conds.push(format!(
+                "e0.event_time > {} - {}",
+                self.as_of,
+                self.d.interval(w)
+            ));
+        }
+        for (n, t) in seq.then.iter().enumerate() {
+            let (prev, cur) = (ALIASES[n.min(7)], ALIASES[(n + 1).min(7)]);
+            let within = self.d.interval(t.within_ms);
+            let mut on = vec![
+                format!("{cur}.canonical_id = {prev}.canonical_id"),
+                format!("{cur}.event_time > {prev}.event_time"),
+                format!("{cur}.event_time <= {prev}.event_time + {within}"),
+            ];
+            if let Some(f) = &t.step.filter {
+                on.push(self.expr(f, &row(t.step.behavior, cur)));
+            }
+            if t.negated {
+                conds.push(format!("{prev}.event_time + {within} <= {}", self.as_of));
+                conds.push(format!(
+                    "NOT EXISTS (\n      SELECT 1 FROM {} {cur}\n      WHERE {}\n    )",
+                    ev(t.step.behavior),
+                    on.join("\n        AND ")
+                ));
+            } else {
+                from.push_str(&format!(
+                    "\n    JOIN {} {cur} ON {}",
+                    ev(t.step.behavior),
+                    on.join("\n      AND ")
+                ));
+            }
+        }
+        let where_ = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("\n  WHERE {}", conds.join("\n    AND "))
+        };
+        format!("SELECT DISTINCT e0.canonical_id\n  FROM {from}{where_}")
+    }
+
+    fn sequence_joins(&self, entity: EntityId) -> Vec<String> {
+        self.p
+            .sequences
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| self.p.behaviors[s.first.behavior.index()].entity == entity)
+            .map(|(i, _)| {
+                format!("LEFT JOIN seq_{i}_members s_{i} ON s_{i}.canonical_id = p.canonical_id")
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------------- segments
+
+    fn segments(&self, id: EntityId, entity: &Entity) -> Option<Statement> {
+        let segs: Vec<&Segment> = self.p.segments.iter().filter(|s| s.entity == id).collect();
+        if segs.is_empty() {
+            return None;
+        }
+        let profile = self.table(entity, "profile");
+        let table = self.table(entity, "segments");
+        let parts: Vec<String> = segs
+            .iter()
+            .map(|s| {
+                format!(
+                    "SELECT canonical_id, {} AS segment FROM {profile} WHERE {}",
+                    self.d.string(&s.meta.name),
+                    self.q(&s.meta.name)
+                )
+            })
+            .collect();
+        let names: Vec<&str> = segs.iter().map(|s| s.meta.name.as_str()).collect();
+        let sql = format!(
+            "{}CREATE TABLE {table} AS\n{}",
+            self.header(
+                &format!("{}: segment memberships", entity.meta.name),
+                &names
+            ),
+            parts.join("\nUNION ALL\n")
+        );
+        Some(Statement {
+            table: unquote(&table),
+            sql,
+        })
+    }
+}
+
+fn binary_symbol(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::And => "AND",
+        BinaryOp::Or => "OR",
+        BinaryOp::Eq => "=",
+        BinaryOp::Ne => "<>",
+        BinaryOp::Lt => "<",
+        BinaryOp::Le => "<=",
+        BinaryOp::Gt => ">",
+        BinaryOp::Ge => ">=",
+        BinaryOp::Add => "+",
+        BinaryOp::Sub => "-",
+        BinaryOp::Mul => "*",
+        BinaryOp::Div => "/",
+        BinaryOp::Rem => "%",
+    }
+}
+
+/// The table name without dialect quotes (runners and outputs use plain names).
+fn unquote(quoted: &str) -> String {
+    quoted.trim_matches(|c| c == '"' || c == '`').to_string()
+}
+
+fn parse_beginning() -> i64 {
+    crate::config::parse_timestamp(BEGINNING).map_or(0, |s| s * 1_000_000)
+}
