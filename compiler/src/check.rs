@@ -78,15 +78,20 @@ fn check_on_this_thread(project: &ProjectSources) -> Checked {
         diagnostics.extend(parsed.diagnostics);
         files.push((id, parsed.file));
     }
-    let config = project.config.and_then(|id| match config::parse_config(&project.map, id) {
-        Ok(c) => Some((id, c)),
-        Err(d) => {
-            diagnostics.push(*d);
-            None
-        }
-    });
+    let config = project
+        .config
+        .and_then(|id| match config::parse_config(&project.map, id) {
+            Ok(c) => Some((id, c)),
+            Err(d) => {
+                diagnostics.push(*d);
+                None
+            }
+        });
 
-    let defs: Vec<&Definition> = files.iter().flat_map(|(_, f)| f.definitions.iter()).collect();
+    let defs: Vec<&Definition> = files
+        .iter()
+        .flat_map(|(_, f)| f.definitions.iter())
+        .collect();
     let mut checker = Checker::new(&defs);
     checker.run();
     if let Some((id, config)) = &config {
@@ -115,7 +120,13 @@ fn check_on_this_thread(project: &ProjectSources) -> Checked {
         symbols.insert(name.to_string(), positions[i]);
     }
     let graph = DepGraph {
-        nodes: defs.iter().map(|d| Node { name: d.name.name.clone(), kind: d.kind.keyword() }).collect(),
+        nodes: defs
+            .iter()
+            .map(|d| Node {
+                name: d.name.name.clone(),
+                kind: d.kind.keyword(),
+            })
+            .collect(),
         edges: edges
             .iter()
             .enumerate()
@@ -126,7 +137,15 @@ fn check_on_this_thread(project: &ProjectSources) -> Checked {
         .into_iter()
         .filter_map(|(i, t)| Some((defs.get(i)?.name.name.clone(), t)))
         .collect();
-    Checked { files, config: config.map(|(_, c)| c), symbols, types, expr_types, graph, diagnostics }
+    Checked {
+        files,
+        config: config.map(|(_, c)| c),
+        symbols,
+        types,
+        expr_types,
+        graph,
+        diagnostics,
+    }
 }
 
 /// Where names in an expression are looked up.
@@ -135,7 +154,10 @@ enum Scope<'a> {
     /// Attributes, features and segments of an entity (feature/segment/journey expressions).
     Profile { entity: &'a str },
     /// A source's columns, unqualified or qualified by the source or behavior name.
-    Columns { source: usize, qualifier: Option<&'a str> },
+    Columns {
+        source: usize,
+        qualifier: Option<&'a str>,
+    },
     /// The raw value of one identity key (`normalize`).
     KeyValue { key: &'a str },
     /// An attribute: `source.column` of a source linked to the entity, or profile names.
@@ -198,7 +220,13 @@ impl<'a> Checker<'a> {
                         format!("`{}` is defined more than once", def.name.name),
                     )
                     .with_label(format!("this {} reuses the name", def.kind.keyword()))
-                    .with_related(self.defs[first].name.span, format!("first defined here as a {}", self.defs[first].kind.keyword()))
+                    .with_related(
+                        self.defs[first].name.span,
+                        format!(
+                            "first defined here as a {}",
+                            self.defs[first].kind.keyword()
+                        ),
+                    )
                     .with_note("every definition of a project shares one namespace, across files"),
                 ),
                 None => {
@@ -227,14 +255,19 @@ impl<'a> Checker<'a> {
             let defs = self.defs;
             // `q.name` names a profile value only when `q` is the entity (`customer.ltv`).
             let qualifier_is_entity = |q: &str| {
-                by_name.get(q).is_some_and(|&j| matches!(defs[j].kind, DefKind::Entity(_)))
+                by_name
+                    .get(q)
+                    .is_some_and(|&j| matches!(defs[j].kind, DefKind::Entity(_)))
             };
             let mut targets: Vec<usize> = names
                 .into_iter()
                 .filter(|(q, _)| q.is_none_or(qualifier_is_entity))
                 .filter_map(|(_, name)| self.by_name.get(name).copied())
                 .filter(|&j| {
-                    matches!(self.defs[j].kind, DefKind::Attribute(_) | DefKind::Feature(_) | DefKind::Segment(_))
+                    matches!(
+                        self.defs[j].kind,
+                        DefKind::Attribute(_) | DefKind::Feature(_) | DefKind::Segment(_)
+                    )
                 })
                 .collect();
             targets.sort_unstable();
@@ -253,11 +286,17 @@ impl<'a> Checker<'a> {
             }
             let path = cycle_path(&refs, &members);
             let first = members[0];
-            let shown: Vec<&str> = path.iter().map(|&i| self.defs[i].name.name.as_str()).collect();
+            let shown: Vec<&str> = path
+                .iter()
+                .map(|&i| self.defs[i].name.name.as_str())
+                .collect();
             let mut diag = Diagnostic::error(
                 "cycle",
                 self.defs[first].name.span,
-                format!("definitions depend on each other in a cycle: {}", shown.join(" -> ")),
+                format!(
+                    "definitions depend on each other in a cycle: {}",
+                    shown.join(" -> ")
+                ),
             )
             .with_label("this definition depends on itself through the cycle")
             .with_help("break the cycle: one of these must be computed without the others");
@@ -310,7 +349,8 @@ impl<'a> Checker<'a> {
                 let cx = self.profile_cx(i, &f.entity.name);
                 let t = self.expr(&f.value, &cx);
                 if t == Type::Bool || !self.on_cycle[i] {
-                    self.types.insert(i, if self.on_cycle[i] { Type::Error } else { t });
+                    self.types
+                        .insert(i, if self.on_cycle[i] { Type::Error } else { t });
                 }
             }
             DefKind::Segment(s) => {
@@ -326,22 +366,36 @@ impl<'a> Checker<'a> {
     }
 
     fn profile_cx(&self, owner: usize, entity: &'a str) -> Cx<'a> {
-        Cx { scope: Scope::Profile { entity }, owner, aggregates: true, metric: false, no_aggregate_reason: "" }
+        Cx {
+            scope: Scope::Profile { entity },
+            owner,
+            aggregates: true,
+            metric: false,
+            no_aggregate_reason: "",
+        }
     }
 
     fn source(&mut self, def: &Definition, s: &ast::Source) {
         if s.columns.is_empty() {
             self.diags.push(
-                Diagnostic::error("empty-source", def.name.span, format!("source `{}` declares no columns", def.name.name))
-                    .with_help("add `columns { id: string, … }`"),
+                Diagnostic::error(
+                    "empty-source",
+                    def.name.span,
+                    format!("source `{}` declares no columns", def.name.name),
+                )
+                .with_help("add `columns { id: string, … }`"),
             );
         }
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for c in &s.columns {
             if let Some(first) = seen.insert(&c.name.name, c.name.span) {
                 self.diags.push(
-                    Diagnostic::error("duplicate-name", c.name.span, format!("column `{}` is declared twice", c.name.name))
-                        .with_related(first, "first declared here"),
+                    Diagnostic::error(
+                        "duplicate-name",
+                        c.name.span,
+                        format!("column `{}` is declared twice", c.name.name),
+                    )
+                    .with_related(first, "first declared here"),
                 );
             }
         }
@@ -350,9 +404,13 @@ impl<'a> Checker<'a> {
             match column(key) {
                 None => self.unknown_column(key, def, s),
                 Some(c) if c.nullable => self.diags.push(
-                    Diagnostic::warning("nullable-key", key.span, format!("key column `{}` is nullable", key.name))
-                        .with_related(c.span, "declared nullable here")
-                        .with_note("rows whose key is null cannot be told apart"),
+                    Diagnostic::warning(
+                        "nullable-key",
+                        key.span,
+                        format!("key column `{}` is nullable", key.name),
+                    )
+                    .with_related(c.span, "declared nullable here")
+                    .with_note("rows whose key is null cannot be told apart"),
                 ),
                 Some(_) => {}
             }
@@ -364,8 +422,15 @@ impl<'a> Checker<'a> {
                     let t = Type::from_ast(&c.ty);
                     if !t.is_temporal() {
                         self.diags.push(
-                            Diagnostic::error("type", time.span, format!("event-time column `{}` is {t}, not a timestamp or date", time.name))
-                                .with_related(c.ty.span, "declared here"),
+                            Diagnostic::error(
+                                "type",
+                                time.span,
+                                format!(
+                                    "event-time column `{}` is {t}, not a timestamp or date",
+                                    time.name
+                                ),
+                            )
+                            .with_related(c.ty.span, "declared here"),
                         );
                     }
                 }
@@ -375,29 +440,43 @@ impl<'a> Checker<'a> {
 
     fn unknown_column(&mut self, name: &Ident, def: &Definition, s: &ast::Source) {
         self.diags.push(
-            Diagnostic::error("unknown-column", name.span, format!("source `{}` has no column `{}`", def.name.name, name.name))
-                .with_suggestion(&name.name, s.columns.iter().map(|c| c.name.name.as_str())),
+            Diagnostic::error(
+                "unknown-column",
+                name.span,
+                format!("source `{}` has no column `{}`", def.name.name, name.name),
+            )
+            .with_suggestion(&name.name, s.columns.iter().map(|c| c.name.name.as_str())),
         );
     }
 
     fn entity(&mut self, i: usize, def: &'a Definition, e: &'a ast::Entity) {
         if e.keys.is_empty() {
             self.diags.push(
-                Diagnostic::error("entity-keys", def.name.span, format!("entity `{}` has no identity keys", def.name.name))
-                    .with_help("add at least one `key <name>`, e.g. `key customer_id`"),
+                Diagnostic::error(
+                    "entity-keys",
+                    def.name.span,
+                    format!("entity `{}` has no identity keys", def.name.name),
+                )
+                .with_help("add at least one `key <name>`, e.g. `key customer_id`"),
             );
         }
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for key in &e.keys {
             if let Some(first) = seen.insert(&key.name.name, key.name.span) {
                 self.diags.push(
-                    Diagnostic::error("duplicate-name", key.name.span, format!("key `{}` is declared twice", key.name.name))
-                        .with_related(first, "first declared here"),
+                    Diagnostic::error(
+                        "duplicate-name",
+                        key.name.span,
+                        format!("key `{}` is declared twice", key.name.name),
+                    )
+                    .with_related(first, "first declared here"),
                 );
             }
             if let Some(norm) = &key.normalize {
                 let cx = Cx {
-                    scope: Scope::KeyValue { key: &key.name.name },
+                    scope: Scope::KeyValue {
+                        key: &key.name.name,
+                    },
                     owner: i,
                     aggregates: false,
                     metric: false,
@@ -413,7 +492,11 @@ impl<'a> Checker<'a> {
                 }
             }
             if let Some((0, span)) = key.max_per_profile {
-                self.diags.push(Diagnostic::error("bad-limit", span, "`max 0 per profile` would forbid the key entirely"));
+                self.diags.push(Diagnostic::error(
+                    "bad-limit",
+                    span,
+                    "`max 0 per profile` would forbid the key entirely",
+                ));
             }
         }
         let mut fed: BTreeSet<&str> = BTreeSet::new();
@@ -421,9 +504,13 @@ impl<'a> Checker<'a> {
         for from in &e.from {
             if let Some(first) = sources_seen.insert(&from.source.name, from.source.span) {
                 self.diags.push(
-                    Diagnostic::error("duplicate-clause", from.source.span, format!("source `{}` is bound twice", from.source.name))
-                        .with_related(first, "first bound here")
-                        .with_help("list all of its keys in one `from` block"),
+                    Diagnostic::error(
+                        "duplicate-clause",
+                        from.source.span,
+                        format!("source `{}` is bound twice", from.source.name),
+                    )
+                    .with_related(first, "first bound here")
+                    .with_help("list all of its keys in one `from` block"),
                 );
             }
             let source = self.source_ref(&from.source);
@@ -431,7 +518,10 @@ impl<'a> Checker<'a> {
                 self.edges[i].insert(src);
             }
             if from.bindings.is_empty() {
-                self.diags.push(Diagnostic::error("entity-keys", from.span, "`from` binds no keys").with_help("e.g. `from orders { customer_id = customer_id }`"));
+                self.diags.push(
+                    Diagnostic::error("entity-keys", from.span, "`from` binds no keys")
+                        .with_help("e.g. `from orders { customer_id = customer_id }`"),
+                );
             }
             for b in &from.bindings {
                 match e.keys.iter().find(|k| k.name.name == b.key.name) {
@@ -439,13 +529,20 @@ impl<'a> Checker<'a> {
                         fed.insert(&b.key.name);
                     }
                     None => self.diags.push(
-                        Diagnostic::error("unknown-key", b.key.span, format!("entity `{}` has no key `{}`", def.name.name, b.key.name))
-                            .with_suggestion(&b.key.name, e.keys.iter().map(|k| k.name.name.as_str())),
+                        Diagnostic::error(
+                            "unknown-key",
+                            b.key.span,
+                            format!("entity `{}` has no key `{}`", def.name.name, b.key.name),
+                        )
+                        .with_suggestion(&b.key.name, e.keys.iter().map(|k| k.name.name.as_str())),
                     ),
                 }
                 if let Some(src) = source {
                     let cx = Cx {
-                        scope: Scope::Columns { source: src, qualifier: Some(&from.source.name) },
+                        scope: Scope::Columns {
+                            source: src,
+                            qualifier: Some(&from.source.name),
+                        },
                         owner: i,
                         aggregates: false,
                         metric: false,
@@ -453,7 +550,11 @@ impl<'a> Checker<'a> {
                     };
                     let t = self.expr(&b.value, &cx);
                     if matches!(t, Type::List(_) | Type::Bool) {
-                        self.diags.push(Diagnostic::error("type", b.value.span, format!("an identity key must be a scalar value, this is {t}")));
+                        self.diags.push(Diagnostic::error(
+                            "type",
+                            b.value.span,
+                            format!("an identity key must be a scalar value, this is {t}"),
+                        ));
                     }
                 }
             }
@@ -461,8 +562,15 @@ impl<'a> Checker<'a> {
         for key in &e.keys {
             if !fed.contains(key.name.name.as_str()) {
                 self.diags.push(
-                    Diagnostic::warning("unused-key", key.name.span, format!("key `{}` is not bound by any `from` block", key.name.name))
-                        .with_help(format!("add `{} = <column>` to a `from` block", key.name.name)),
+                    Diagnostic::warning(
+                        "unused-key",
+                        key.name.span,
+                        format!("key `{}` is not bound by any `from` block", key.name.name),
+                    )
+                    .with_help(format!(
+                        "add `{} = <column>` to a `from` block",
+                        key.name.name
+                    )),
                 );
             }
         }
@@ -472,15 +580,20 @@ impl<'a> Checker<'a> {
         self.attribute_source = None;
         self.attribute_profile_ref = None;
         let cx = Cx {
-            scope: Scope::Attribute { entity: &a.entity.name },
+            scope: Scope::Attribute {
+                entity: &a.entity.name,
+            },
             owner: i,
             aggregates: false,
             metric: false,
-            no_aggregate_reason: "an attribute is one value per profile; aggregates belong in a `feature`",
+            no_aggregate_reason:
+                "an attribute is one value per profile; aggregates belong in a `feature`",
         };
         let t = self.expr(&a.value, &cx);
         let source = self.attribute_source.take();
-        if let (Some((_, src_span)), Some(profile_span)) = (source, self.attribute_profile_ref.take()) {
+        if let (Some((_, src_span)), Some(profile_span)) =
+            (source, self.attribute_profile_ref.take())
+        {
             self.diags.push(
                 Diagnostic::error("attribute-mix", profile_span, "an attribute reads either one source's columns or other attributes and features, not both")
                     .with_related(src_span, "source column read here"),
@@ -491,23 +604,34 @@ impl<'a> Checker<'a> {
                 Some((src, _)) => {
                     if let Some(col) = self.column(src, &pick.by.name) {
                         if !col.is_temporal() && !col.ordered() {
-                            self.diags.push(Diagnostic::error("type", pick.by.span, format!("cannot order rows by `{}` ({col})", pick.by.name)));
+                            self.diags.push(Diagnostic::error(
+                                "type",
+                                pick.by.span,
+                                format!("cannot order rows by `{}` ({col})", pick.by.name),
+                            ));
                         }
                     } else {
                         self.unknown_source_column(src, &pick.by);
                     }
                 }
                 None => self.diags.push(
-                    Diagnostic::error("attribute-pick", pick.span, "`latest by`/`earliest by` only applies to an attribute read from a source")
-                        .with_help("remove it: derived attributes have one value already"),
+                    Diagnostic::error(
+                        "attribute-pick",
+                        pick.span,
+                        "`latest by`/`earliest by` only applies to an attribute read from a source",
+                    )
+                    .with_help("remove it: derived attributes have one value already"),
                 ),
             }
         }
-        self.types.insert(i, if self.on_cycle[i] { Type::Error } else { t });
+        self.types
+            .insert(i, if self.on_cycle[i] { Type::Error } else { t });
     }
 
     fn behavior(&mut self, i: usize, def: &'a Definition, b: &'a ast::Behavior) {
-        let Some(src) = self.source_ref(&b.source) else { return };
+        let Some(src) = self.source_ref(&b.source) else {
+            return;
+        };
         self.edges[i].insert(src);
         if let Some(entity) = self.by_name.get(b.entity.name.as_str()).copied() {
             if let DefKind::Entity(e) = &self.defs[entity].kind {
@@ -521,7 +645,10 @@ impl<'a> Checker<'a> {
         }
         if let Some(filter) = &b.filter {
             let cx = Cx {
-                scope: Scope::Columns { source: src, qualifier: Some(&b.source.name) },
+                scope: Scope::Columns {
+                    source: src,
+                    qualifier: Some(&b.source.name),
+                },
                 owner: i,
                 aggregates: false,
                 metric: false,
@@ -530,31 +657,52 @@ impl<'a> Checker<'a> {
             let t = self.expr(filter, &cx);
             self.expect_bool(&t, filter, "a behavior's `where`");
         }
-        let DefKind::Source(s) = &self.defs[src].kind else { return };
+        let DefKind::Source(s) = &self.defs[src].kind else {
+            return;
+        };
         match (&b.at, &s.time) {
             (Some(at), _) => match self.column(src, &at.name) {
                 Some(t) if t.is_temporal() => {}
-                Some(t) => self.diags.push(Diagnostic::error("type", at.span, format!("event time `{}` is {t}, not a timestamp or date", at.name))),
+                Some(t) => self.diags.push(Diagnostic::error(
+                    "type",
+                    at.span,
+                    format!("event time `{}` is {t}, not a timestamp or date", at.name),
+                )),
                 None => self.unknown_source_column(src, at),
             },
             (None, Some(_)) => {}
             (None, None) => self.diags.push(
-                Diagnostic::error("no-event-time", def.name.span, format!("behavior `{}` has no event time", def.name.name))
-                    .with_label(format!("source `{}` declares no `time` column", b.source.name))
-                    .with_help("add `at <timestamp column>` here, or `time <column>` to the source"),
+                Diagnostic::error(
+                    "no-event-time",
+                    def.name.span,
+                    format!("behavior `{}` has no event time", def.name.name),
+                )
+                .with_label(format!(
+                    "source `{}` declares no `time` column",
+                    b.source.name
+                ))
+                .with_help("add `at <timestamp column>` here, or `time <column>` to the source"),
             ),
         }
     }
 
     fn journey(&mut self, i: usize, def: &Definition, j: &'a ast::Journey) {
         let cx = self.profile_cx(i, &j.entity.name);
-        for (cond, what) in [(&j.entry, "a journey's `entry`"), (&j.goal, "a journey's `goal`"), (&j.exit, "a journey's `exit`")] {
+        for (cond, what) in [
+            (&j.entry, "a journey's `entry`"),
+            (&j.goal, "a journey's `goal`"),
+            (&j.exit, "a journey's `exit`"),
+        ] {
             if let Some(c) = cond {
                 let t = self.expr(c, &cx);
                 self.expect_bool(&t, c, what);
             }
         }
-        if let Some(ast::Reentry { policy: ast::ReentryPolicy::After(d), .. }) = &j.reentry {
+        if let Some(ast::Reentry {
+            policy: ast::ReentryPolicy::After(d),
+            ..
+        }) = &j.reentry
+        {
             self.positive_duration(d, "`reentry after`");
         }
         journey::validate(j, def.name.span, &mut self.diags);
@@ -563,7 +711,9 @@ impl<'a> Checker<'a> {
         for step in steps {
             match &step.kind {
                 StepKind::Activate(name) => {
-                    if let Some(a) = self.lookup_kind(name, "activation", |k| matches!(k, DefKind::Activation(_))) {
+                    if let Some(a) = self
+                        .lookup_kind(name, "activation", |k| matches!(k, DefKind::Activation(_)))
+                    {
                         self.edges[i].insert(a);
                         self.same_entity(a, &j.entity, name.span);
                     }
@@ -587,7 +737,8 @@ impl<'a> Checker<'a> {
 
     fn metric(&mut self, i: usize, m: &'a ast::Metric) {
         for s in &m.segments {
-            if let Some(seg) = self.lookup_kind(s, "segment", |k| matches!(k, DefKind::Segment(_))) {
+            if let Some(seg) = self.lookup_kind(s, "segment", |k| matches!(k, DefKind::Segment(_)))
+            {
                 self.edges[i].insert(seg);
                 self.same_entity(seg, &m.entity, s.span);
             }
@@ -602,19 +753,36 @@ impl<'a> Checker<'a> {
         for measure in &m.measures {
             if let Some(first) = seen.insert(&measure.name.name, measure.name.span) {
                 self.diags.push(
-                    Diagnostic::error("duplicate-name", measure.name.span, format!("measure `{}` is defined twice", measure.name.name))
-                        .with_related(first, "first defined here"),
+                    Diagnostic::error(
+                        "duplicate-name",
+                        measure.name.span,
+                        format!("measure `{}` is defined twice", measure.name.name),
+                    )
+                    .with_related(first, "first defined here"),
                 );
             }
-            let cx = Cx { metric: true, ..self.profile_cx(i, &m.entity.name) };
+            let cx = Cx {
+                metric: true,
+                ..self.profile_cx(i, &m.entity.name)
+            };
             let t = self.expr(&measure.value, &cx);
             if !contains_call(&measure.value) {
                 self.diags.push(
-                    Diagnostic::error("metric-measures", measure.value.span, "a measure must aggregate over the segment's members")
-                        .with_help("e.g. `avg(lifetime_value)`, `count(customer)` or `sum(purchase.amount)`"),
+                    Diagnostic::error(
+                        "metric-measures",
+                        measure.value.span,
+                        "a measure must aggregate over the segment's members",
+                    )
+                    .with_help(
+                        "e.g. `avg(lifetime_value)`, `count(customer)` or `sum(purchase.amount)`",
+                    ),
                 );
             } else if !t.is_lenient() && !t.is_numeric() && t != Type::Duration {
-                self.diags.push(Diagnostic::error("type", measure.value.span, format!("a measure must be a number, this is {t}")));
+                self.diags.push(Diagnostic::error(
+                    "type",
+                    measure.value.span,
+                    format!("a measure must be a number, this is {t}"),
+                ));
             }
         }
         if let Some(g) = &m.grain {
@@ -624,7 +792,8 @@ impl<'a> Checker<'a> {
 
     fn activation(&mut self, i: usize, a: &'a ast::Activation) {
         if let Some(s) = &a.segment {
-            if let Some(seg) = self.lookup_kind(s, "segment", |k| matches!(k, DefKind::Segment(_))) {
+            if let Some(seg) = self.lookup_kind(s, "segment", |k| matches!(k, DefKind::Segment(_)))
+            {
                 self.edges[i].insert(seg);
                 self.same_entity(seg, &a.entity, s.span);
             }
@@ -642,19 +811,61 @@ impl<'a> Checker<'a> {
         };
         for col in &a.columns {
             if keys.contains(&col.name.as_str()) {
+                if let Some(&j) = self.by_name.get(col.name.as_str()) {
+                    if matches!(
+                        self.defs[j].kind,
+                        DefKind::Attribute(_) | DefKind::Feature(_)
+                    ) {
+                        self.diags.push(
+                            Diagnostic::warning(
+                                "ambiguous-column",
+                                col.span,
+                                format!(
+                                    "`{}` is both an identity key and {} {}; the key is exported",
+                                    col.name,
+                                    article(self.defs[j].kind.keyword()),
+                                    self.defs[j].kind.keyword()
+                                ),
+                            )
+                            .with_related(
+                                self.defs[j].name.span,
+                                format!("{} defined here", self.defs[j].kind.keyword()),
+                            )
+                            .with_help(
+                                "rename one of them to say which value the destination gets",
+                            ),
+                        );
+                    }
+                }
                 continue;
             }
             match self.by_name.get(col.name.as_str()).copied() {
-                Some(j) if matches!(self.defs[j].kind, DefKind::Attribute(_) | DefKind::Feature(_)) => {
+                Some(j)
+                    if matches!(
+                        self.defs[j].kind,
+                        DefKind::Attribute(_) | DefKind::Feature(_)
+                    ) =>
+                {
                     self.edges[i].insert(j);
                     self.same_entity(j, &a.entity, col.span);
                 }
                 _ => {
                     let candidates = self.profile_names(&a.entity.name, false);
-                    let all: Vec<&str> = candidates.iter().copied().chain(keys.iter().copied()).collect();
+                    let all: Vec<&str> = candidates
+                        .iter()
+                        .copied()
+                        .chain(keys.iter().copied())
+                        .collect();
                     self.diags.push(
-                        Diagnostic::error("unknown-name", col.span, format!("`{}` is not an attribute, feature or key of `{}`", col.name, a.entity.name))
-                            .with_suggestion(&col.name, all),
+                        Diagnostic::error(
+                            "unknown-name",
+                            col.span,
+                            format!(
+                                "`{}` is not an attribute, feature or key of `{}`",
+                                col.name, a.entity.name
+                            ),
+                        )
+                        .with_suggestion(&col.name, all),
                     );
                 }
             }
@@ -662,21 +873,36 @@ impl<'a> Checker<'a> {
     }
 
     fn check_bindings(&mut self, file: FileId, text: &str, config: &ProjectConfig) {
-        let sources: Vec<&Definition> =
-            self.defs.iter().copied().filter(|d| matches!(d.kind, DefKind::Source(_))).collect();
+        let sources: Vec<&Definition> = self
+            .defs
+            .iter()
+            .copied()
+            .filter(|d| matches!(d.kind, DefKind::Source(_)))
+            .collect();
         for s in &sources {
             if !config.sources.contains_key(&s.name.name) {
                 self.diags.push(
-                    Diagnostic::error("unbound-source", s.name.span, format!("source `{}` has no data binding in cdp.toml", s.name.name))
-                        .with_help(format!("add to cdp.toml:\n[sources.{}]\npath = \"data/{}.csv\"", s.name.name, s.name.name)),
+                    Diagnostic::error(
+                        "unbound-source",
+                        s.name.span,
+                        format!("source `{}` has no data binding in cdp.toml", s.name.name),
+                    )
+                    .with_help(format!(
+                        "add to cdp.toml:\n[sources.{}]\npath = \"data/{}.csv\"",
+                        s.name.name, s.name.name
+                    )),
                 );
             }
         }
         for name in config.sources.keys() {
             if !sources.iter().any(|s| &s.name.name == name) {
                 self.diags.push(
-                    Diagnostic::error("unknown-source", config::header_span(text, file, name), format!("cdp.toml binds `{name}`, but no source has that name"))
-                        .with_suggestion(name, sources.iter().map(|s| s.name.name.as_str())),
+                    Diagnostic::error(
+                        "unknown-source",
+                        config::header_span(text, file, name),
+                        format!("cdp.toml binds `{name}`, but no source has that name"),
+                    )
+                    .with_suggestion(name, sources.iter().map(|s| s.name.name.as_str())),
                 );
             }
         }
@@ -693,22 +919,44 @@ impl<'a> Checker<'a> {
     }
 
     /// Resolves a name that must denote a definition of one kind, reporting what it is instead.
-    fn lookup_kind(&mut self, name: &Ident, kind: &str, is_kind: fn(&DefKind) -> bool) -> Option<usize> {
+    fn lookup_kind(
+        &mut self,
+        name: &Ident,
+        kind: &str,
+        is_kind: fn(&DefKind) -> bool,
+    ) -> Option<usize> {
         match self.by_name.get(name.name.as_str()).copied() {
             Some(i) if is_kind(&self.defs[i].kind) => Some(i),
             Some(i) => {
                 let actual = self.defs[i].kind.keyword();
                 self.diags.push(
-                    Diagnostic::error("wrong-kind", name.span, format!("`{}` is a {actual}, not a {kind}", name.name))
-                        .with_related(self.defs[i].name.span, format!("{actual} defined here")),
+                    Diagnostic::error(
+                        "wrong-kind",
+                        name.span,
+                        format!(
+                            "`{}` is {} {actual}, not {} {kind}",
+                            name.name,
+                            article(actual),
+                            article(kind)
+                        ),
+                    )
+                    .with_related(self.defs[i].name.span, format!("{actual} defined here")),
                 );
                 None
             }
             None => {
-                let candidates: Vec<&str> =
-                    self.defs.iter().filter(|d| is_kind(&d.kind)).map(|d| d.name.name.as_str()).collect();
-                let mut diag = Diagnostic::error("unknown-name", name.span, format!("unknown {kind} `{}`", name.name))
-                    .with_suggestion(&name.name, candidates.iter().copied());
+                let candidates: Vec<&str> = self
+                    .defs
+                    .iter()
+                    .filter(|d| is_kind(&d.kind))
+                    .map(|d| d.name.name.as_str())
+                    .collect();
+                let mut diag = Diagnostic::error(
+                    "unknown-name",
+                    name.span,
+                    format!("unknown {kind} `{}`", name.name),
+                )
+                .with_suggestion(&name.name, candidates.iter().copied());
                 if diag.help.is_none() && candidates.is_empty() {
                     diag = diag.with_help(format!("no {kind} is defined in this project"));
                 }
@@ -727,7 +975,13 @@ impl<'a> Checker<'a> {
                     Diagnostic::error(
                         "wrong-entity",
                         at,
-                        format!("{} `{}` belongs to entity `{}`, not `{}`", def.kind.keyword(), def.name.name, other.name, entity.name),
+                        format!(
+                            "{} `{}` belongs to entity `{}`, not `{}`",
+                            def.kind.keyword(),
+                            def.name.name,
+                            other.name,
+                            entity.name
+                        ),
                     )
                     .with_related(other.span, "declared here"),
                 );
@@ -750,19 +1004,28 @@ impl<'a> Checker<'a> {
     }
 
     fn column(&self, source: usize, name: &str) -> Option<Type> {
-        let DefKind::Source(s) = &self.defs[source].kind else { return None };
-        s.columns.iter().find(|c| c.name.name == name).map(|c| Type::from_ast(&c.ty))
+        let DefKind::Source(s) = &self.defs[source].kind else {
+            return None;
+        };
+        s.columns
+            .iter()
+            .find(|c| c.name.name == name)
+            .map(|c| Type::from_ast(&c.ty))
     }
 
     fn unknown_source_column(&mut self, source: usize, name: &Ident) {
         let def = self.defs[source];
-        let DefKind::Source(s) = &def.kind else { return };
+        let DefKind::Source(s) = &def.kind else {
+            return;
+        };
         self.unknown_column(name, def, s);
     }
 
     /// The source a behavior reads, if the behavior and its source resolve.
     fn behavior_source(&self, behavior: usize) -> Option<usize> {
-        let DefKind::Behavior(b) = &self.defs[behavior].kind else { return None };
+        let DefKind::Behavior(b) = &self.defs[behavior].kind else {
+            return None;
+        };
         let src = self.by_name.get(b.source.name.as_str()).copied()?;
         matches!(self.defs[src].kind, DefKind::Source(_)).then_some(src)
     }
@@ -770,15 +1033,23 @@ impl<'a> Checker<'a> {
     fn expect_bool(&mut self, t: &Type, e: &Expr, what: &str) {
         if !t.is_lenient() && t != &Type::Bool {
             self.diags.push(
-                Diagnostic::error("type", e.span, format!("{what} must be a condition (bool), this is {t}"))
-                    .with_help("compare it, e.g. `> 0`, or test it with `is set`"),
+                Diagnostic::error(
+                    "type",
+                    e.span,
+                    format!("{what} must be a condition (bool), this is {t}"),
+                )
+                .with_help("compare it, e.g. `> 0`, or test it with `is set`"),
             );
         }
     }
 
     fn positive_duration(&mut self, d: &ast::Duration, what: &str) {
         if d.amount == 0 {
-            self.diags.push(Diagnostic::error("bad-duration", d.span, format!("{what} needs a duration above zero")));
+            self.diags.push(Diagnostic::error(
+                "bad-duration",
+                d.span,
+                format!("{what} needs a duration above zero"),
+            ));
         }
     }
 
@@ -798,11 +1069,18 @@ impl<'a> Checker<'a> {
                 if n.contains('.') {
                     let scale = n.split('.').nth(1).map_or(0, str::len) as u32;
                     let precision = (n.len() as u32 - 1).clamp(scale.max(1), 38);
-                    Type::Decimal { precision, scale: scale.min(precision) }
+                    Type::Decimal {
+                        precision,
+                        scale: scale.min(precision),
+                    }
                 } else if n.parse::<i64>().is_ok() {
                     Type::Int
                 } else {
-                    self.diags.push(Diagnostic::error("bad-literal", e.span, "integer literal does not fit in 64 bits"));
+                    self.diags.push(Diagnostic::error(
+                        "bad-literal",
+                        e.span,
+                        "integer literal does not fit in 64 bits",
+                    ));
                     Type::Error
                 }
             }
@@ -820,8 +1098,12 @@ impl<'a> Checker<'a> {
             ExprKind::Timestamp(s) => {
                 if config::parse_timestamp(s).is_none() {
                     self.diags.push(
-                        Diagnostic::error("bad-literal", e.span, format!("`{s}` is not a timestamp"))
-                            .with_help("write timestamps as timestamp \"2024-12-01 00:00:00\""),
+                        Diagnostic::error(
+                            "bad-literal",
+                            e.span,
+                            format!("`{s}` is not a timestamp"),
+                        )
+                        .with_help("write timestamps as timestamp \"2024-12-01 00:00:00\""),
                     );
                 }
                 Type::Timestamp
@@ -833,7 +1115,11 @@ impl<'a> Checker<'a> {
                     match t.unify(&it) {
                         Some(u) => t = u,
                         None => {
-                            self.diags.push(Diagnostic::error("type", item.span, format!("list mixes {t} and {it}")));
+                            self.diags.push(Diagnostic::error(
+                                "type",
+                                item.span,
+                                format!("list mixes {t} and {it}"),
+                            ));
                             t = Type::Error;
                         }
                     }
@@ -852,7 +1138,11 @@ impl<'a> Checker<'a> {
                     }
                     UnaryOp::Neg => {
                         if !t.is_lenient() && !t.is_numeric() && t != Type::Duration {
-                            self.diags.push(Diagnostic::error("type", e.span, format!("cannot negate {t}")));
+                            self.diags.push(Diagnostic::error(
+                                "type",
+                                e.span,
+                                format!("cannot negate {t}"),
+                            ));
                             return Type::Error;
                         }
                         t
@@ -871,20 +1161,42 @@ impl<'a> Checker<'a> {
                         Type::Bool
                     }
                     B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => {
-                        if matches!(left.kind, ExprKind::Null) || matches!(right.kind, ExprKind::Null) {
+                        if matches!(left.kind, ExprKind::Null)
+                            || matches!(right.kind, ExprKind::Null)
+                        {
                             self.diags.push(
-                                Diagnostic::warning("null-comparison", e.span, "a comparison with null is never true")
-                                    .with_help(if *op == B::Ne { "use `is not null`" } else { "use `is null`" }),
+                                Diagnostic::warning(
+                                    "null-comparison",
+                                    e.span,
+                                    "a comparison with null is never true",
+                                )
+                                .with_help(if *op == B::Ne {
+                                    "use `is not null`"
+                                } else {
+                                    "use `is null`"
+                                }),
                             );
                         }
                         if !l.comparable(&r) {
                             self.diags.push(
-                                Diagnostic::error("type", e.span, format!("cannot compare {l} with {r}"))
-                                    .with_related(left.span, format!("this is {l}"))
-                                    .with_related(right.span, format!("this is {r}")),
+                                Diagnostic::error(
+                                    "type",
+                                    e.span,
+                                    format!("cannot compare {l} with {r}"),
+                                )
+                                .with_related(left.span, format!("this is {l}"))
+                                .with_related(right.span, format!("this is {r}")),
                             );
-                        } else if !matches!(op, B::Eq | B::Ne) && (!l.ordered() || !r.ordered()) && !l.is_lenient() && !r.is_lenient() {
-                            self.diags.push(Diagnostic::error("type", e.span, format!("{l} values have no order; only `=` and `!=` compare them")));
+                        } else if !matches!(op, B::Eq | B::Ne)
+                            && (!l.ordered() || !r.ordered())
+                            && !l.is_lenient()
+                            && !r.is_lenient()
+                        {
+                            self.diags.push(Diagnostic::error(
+                                "type",
+                                e.span,
+                                format!("{l} values have no order; only `=` and `!=` compare them"),
+                            ));
                         }
                         Type::Bool
                     }
@@ -901,7 +1213,9 @@ impl<'a> Checker<'a> {
                     },
                 }
             }
-            ExprKind::Predicate { subject, predicate, .. } => {
+            ExprKind::Predicate {
+                subject, predicate, ..
+            } => {
                 let s = self.expr(subject, cx);
                 self.predicate(&s, subject, predicate, e.span, cx);
                 Type::Bool
@@ -913,12 +1227,23 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn predicate(&mut self, s: &Type, subject: &Expr, predicate: &Predicate, span: Span, cx: &Cx<'a>) {
+    fn predicate(
+        &mut self,
+        s: &Type,
+        subject: &Expr,
+        predicate: &Predicate,
+        span: Span,
+        cx: &Cx<'a>,
+    ) {
         let need = |this: &mut Self, ok: bool, what: &str| {
             if !ok && !s.is_lenient() {
                 this.diags.push(
-                    Diagnostic::error("type", span, format!("{what}, but `{}` is {s}", describe_expr(subject)))
-                        .with_related(subject.span, format!("this is {s}")),
+                    Diagnostic::error(
+                        "type",
+                        span,
+                        format!("{what}, but `{}` is {s}", describe_expr(subject)),
+                    )
+                    .with_related(subject.span, format!("this is {s}")),
                 );
             }
         };
@@ -928,7 +1253,11 @@ impl<'a> Checker<'a> {
                 for item in items {
                     let t = self.expr(item, cx);
                     if !s.comparable(&t) {
-                        self.diags.push(Diagnostic::error("type", item.span, format!("cannot compare {s} with {t} in `in`")));
+                        self.diags.push(Diagnostic::error(
+                            "type",
+                            item.span,
+                            format!("cannot compare {s} with {t} in `in`"),
+                        ));
                     }
                 }
             }
@@ -937,7 +1266,11 @@ impl<'a> Checker<'a> {
                 for bound in [lo, hi] {
                     let t = self.expr(bound, cx);
                     if !s.comparable(&t) {
-                        self.diags.push(Diagnostic::error("type", bound.span, format!("cannot compare {s} with {t}")));
+                        self.diags.push(Diagnostic::error(
+                            "type",
+                            bound.span,
+                            format!("cannot compare {s} with {t}"),
+                        ));
                     }
                 }
             }
@@ -946,11 +1279,19 @@ impl<'a> Checker<'a> {
                 match s {
                     Type::List(el) => {
                         if !el.comparable(&t) {
-                            self.diags.push(Diagnostic::error("type", x.span, format!("a list of {el} cannot contain {t}")));
+                            self.diags.push(Diagnostic::error(
+                                "type",
+                                x.span,
+                                format!("a list of {el} cannot contain {t}"),
+                            ));
                         }
                     }
                     _ => {
-                        need(self, *s == Type::String, "`contains` needs a string or a list");
+                        need(
+                            self,
+                            *s == Type::String,
+                            "`contains` needs a string or a list",
+                        );
                         self.expect_string(&t, x);
                     }
                 }
@@ -966,15 +1307,31 @@ impl<'a> Checker<'a> {
                 self.expect_string(&t, x);
             }
             Predicate::WithinLast(d) => {
-                need(self, s.is_temporal(), "`within last` needs a date or timestamp");
+                need(
+                    self,
+                    s.is_temporal(),
+                    "`within last` needs a date or timestamp",
+                );
                 self.positive_duration(d, "`within last`");
             }
             Predicate::Before(x) | Predicate::After(x) => {
-                let word = if matches!(predicate, Predicate::Before(_)) { "`before`" } else { "`after`" };
-                need(self, s.is_temporal(), &format!("{word} needs a date or timestamp"));
+                let word = if matches!(predicate, Predicate::Before(_)) {
+                    "`before`"
+                } else {
+                    "`after`"
+                };
+                need(
+                    self,
+                    s.is_temporal(),
+                    &format!("{word} needs a date or timestamp"),
+                );
                 let t = self.expr(x, cx);
                 if !t.is_lenient() && !t.is_temporal() {
-                    self.diags.push(Diagnostic::error("type", x.span, format!("{word} needs a date or timestamp to compare with, this is {t}")));
+                    self.diags.push(Diagnostic::error(
+                        "type",
+                        x.span,
+                        format!("{word} needs a date or timestamp to compare with, this is {t}"),
+                    ));
                 }
             }
         }
@@ -982,7 +1339,11 @@ impl<'a> Checker<'a> {
 
     fn expect_string(&mut self, t: &Type, e: &Expr) {
         if !t.is_lenient() && t != &Type::String {
-            self.diags.push(Diagnostic::error("type", e.span, format!("expected a string, this is {t}")));
+            self.diags.push(Diagnostic::error(
+                "type",
+                e.span,
+                format!("expected a string, this is {t}"),
+            ));
         }
     }
 
@@ -993,8 +1354,12 @@ impl<'a> Checker<'a> {
                     Type::String
                 } else {
                     self.diags.push(
-                        Diagnostic::error("unknown-name", span, format!("`normalize` of key `{key}` can only read `{key}`"))
-                            .with_help(format!("e.g. `normalize lower(trim({key}))`")),
+                        Diagnostic::error(
+                            "unknown-name",
+                            span,
+                            format!("`normalize` of key `{key}` can only read `{key}`"),
+                        )
+                        .with_help(format!("e.g. `normalize lower(trim({key}))`")),
                     );
                     Type::Error
                 }
@@ -1002,11 +1367,23 @@ impl<'a> Checker<'a> {
             Scope::Columns { source, qualifier } => {
                 let col = match parts {
                     [c] => c,
-                    [q, c] if Some(q.name.as_str()) == qualifier || q.name == self.defs[source].name.name => c,
+                    [q, c]
+                        if Some(q.name.as_str()) == qualifier
+                            || q.name == self.defs[source].name.name =>
+                    {
+                        c
+                    }
                     [q, _] => {
                         self.diags.push(
-                            Diagnostic::error("unknown-name", q.span, format!("`{}` is not available here", q.name))
-                                .with_help(format!("only the columns of `{}` can be read here", self.defs[source].name.name)),
+                            Diagnostic::error(
+                                "unknown-name",
+                                q.span,
+                                format!("`{}` is not available here", q.name),
+                            )
+                            .with_help(format!(
+                                "only the columns of `{}` can be read here",
+                                self.defs[source].name.name
+                            )),
                         );
                         return Type::Error;
                     }
@@ -1037,14 +1414,25 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn attribute_column(&mut self, owner: usize, entity: &str, src: usize, q: &Ident, c: &Ident) -> Type {
+    fn attribute_column(
+        &mut self,
+        owner: usize,
+        entity: &str,
+        src: usize,
+        q: &Ident,
+        c: &Ident,
+    ) -> Type {
         self.edges[owner].insert(src);
         match self.attribute_source {
             Some((other, other_span)) if other != src => {
                 self.diags.push(
-                    Diagnostic::error("attribute-mix", q.span, "an attribute reads the columns of one source")
-                        .with_related(other_span, "another source is read here")
-                        .with_help("define one attribute per source and combine them in a feature"),
+                    Diagnostic::error(
+                        "attribute-mix",
+                        q.span,
+                        "an attribute reads the columns of one source",
+                    )
+                    .with_related(other_span, "another source is read here")
+                    .with_help("define one attribute per source and combine them in a feature"),
                 );
             }
             Some(_) => {}
@@ -1056,8 +1444,15 @@ impl<'a> Checker<'a> {
         };
         if !linked {
             self.diags.push(
-                Diagnostic::error("unlinked-source", q.span, format!("source `{}` is not linked to entity `{entity}`", q.name))
-                    .with_help(format!("add `from {} {{ <key> = <column> }}` to entity `{entity}`", q.name)),
+                Diagnostic::error(
+                    "unlinked-source",
+                    q.span,
+                    format!("source `{}` is not linked to entity `{entity}`", q.name),
+                )
+                .with_help(format!(
+                    "add `from {} {{ <key> = <column> }}` to entity `{entity}`",
+                    q.name
+                )),
             );
         }
         match self.column(src, &c.name) {
@@ -1075,11 +1470,25 @@ impl<'a> Checker<'a> {
             [n] => n,
             [q, n] if q.name == entity => n,
             [q, n] => {
-                return match self.by_name.get(q.name.as_str()).map(|&i| &self.defs[i].kind) {
+                return match self
+                    .by_name
+                    .get(q.name.as_str())
+                    .map(|&i| &self.defs[i].kind)
+                {
                     Some(DefKind::Behavior(_)) => {
                         self.diags.push(
-                            Diagnostic::error("behavior-value", span, format!("`{}.{}` is a value of each `{}` event, not of the profile", q.name, n.name, q.name))
-                                .with_help(format!("aggregate it, e.g. `last({}.{})` or `sum({}.{})`", q.name, n.name, q.name, n.name)),
+                            Diagnostic::error(
+                                "behavior-value",
+                                span,
+                                format!(
+                                    "`{}.{}` is a value of each `{}` event, not of the profile",
+                                    q.name, n.name, q.name
+                                ),
+                            )
+                            .with_help(format!(
+                                "aggregate it, e.g. `last({}.{})` or `sum({}.{})`",
+                                q.name, n.name, q.name, n.name
+                            )),
                         );
                         Type::Error
                     }
@@ -1092,8 +1501,12 @@ impl<'a> Checker<'a> {
                     }
                     _ => {
                         self.diags.push(
-                            Diagnostic::error("unknown-name", q.span, format!("unknown name `{}`", q.name))
-                                .with_suggestion(&q.name, std::iter::once(entity)),
+                            Diagnostic::error(
+                                "unknown-name",
+                                q.span,
+                                format!("unknown name `{}`", q.name),
+                            )
+                            .with_suggestion(&q.name, std::iter::once(entity)),
                         );
                         Type::Error
                     }
@@ -1103,9 +1516,15 @@ impl<'a> Checker<'a> {
         };
         let Some(i) = self.by_name.get(name.name.as_str()).copied() else {
             let candidates = self.profile_names(entity, true);
-            let mut diag = Diagnostic::error("unknown-name", name.span, format!("unknown name `{}`", name.name))
-                .with_label(format!("not an attribute, feature or segment of `{entity}`"))
-                .with_suggestion(&name.name, candidates);
+            let mut diag = Diagnostic::error(
+                "unknown-name",
+                name.span,
+                format!("unknown name `{}`", name.name),
+            )
+            .with_label(format!(
+                "not an attribute, feature or segment of `{entity}`"
+            ))
+            .with_suggestion(&name.name, candidates);
             if name.name == "now" {
                 diag = diag.with_help("the as-of time is `now()`");
             }
@@ -1116,27 +1535,57 @@ impl<'a> Checker<'a> {
         match &def.kind {
             DefKind::Attribute(_) | DefKind::Feature(_) | DefKind::Segment(_) => {
                 self.edges[cx.owner].insert(i);
-                self.same_entity(i, &ast::Ident { name: entity.to_string(), span }, name.span);
+                self.same_entity(
+                    i,
+                    &ast::Ident {
+                        name: entity.to_string(),
+                        span,
+                    },
+                    name.span,
+                );
                 self.types.get(&i).cloned().unwrap_or(Type::Error)
             }
             DefKind::Behavior(_) => {
                 self.diags.push(
-                    Diagnostic::error("behavior-value", name.span, format!("`{}` is a behavior, a stream of events, not one value", name.name))
-                        .with_help(format!("aggregate it, e.g. `count({}) over 30d`", name.name)),
+                    Diagnostic::error(
+                        "behavior-value",
+                        name.span,
+                        format!(
+                            "`{}` is a behavior, a stream of events, not one value",
+                            name.name
+                        ),
+                    )
+                    .with_help(format!(
+                        "aggregate it, e.g. `count({}) over 30d`",
+                        name.name
+                    )),
                 );
                 Type::Error
             }
             DefKind::Source(_) => {
                 self.diags.push(
-                    Diagnostic::error("source-in-feature", name.span, format!("`{}` is a source; it has no value per profile", name.name))
-                        .with_help("define an `attribute` or a `behavior` over it"),
+                    Diagnostic::error(
+                        "source-in-feature",
+                        name.span,
+                        format!("`{}` is a source; it has no value per profile", name.name),
+                    )
+                    .with_help("define an `attribute` or a `behavior` over it"),
                 );
                 Type::Error
             }
             other => {
                 self.diags.push(
-                    Diagnostic::error("wrong-kind", name.span, format!("`{}` is a {} and has no value", name.name, other.keyword()))
-                        .with_related(def.name.span, format!("{} defined here", other.keyword())),
+                    Diagnostic::error(
+                        "wrong-kind",
+                        name.span,
+                        format!(
+                            "`{}` is {} {} and has no value",
+                            name.name,
+                            article(other.keyword()),
+                            other.keyword()
+                        ),
+                    )
+                    .with_related(def.name.span, format!("{} defined here", other.keyword())),
                 );
                 Type::Error
             }
@@ -1149,10 +1598,17 @@ impl<'a> Checker<'a> {
             return self.aggregate(agg, call, span, cx);
         }
         let Some(func) = Function::from_name(name) else {
-            let candidates = Function::ALL.iter().map(|f| f.name()).chain(Aggregate::ALL.iter().map(|a| a.name()));
+            let candidates = Function::ALL
+                .iter()
+                .map(|f| f.name())
+                .chain(Aggregate::ALL.iter().map(|a| a.name()));
             self.diags.push(
-                Diagnostic::error("unknown-function", call.function.span, format!("unknown function `{name}`"))
-                    .with_suggestion(name, candidates),
+                Diagnostic::error(
+                    "unknown-function",
+                    call.function.span,
+                    format!("unknown function `{name}`"),
+                )
+                .with_suggestion(name, candidates),
             );
             for a in &call.args {
                 self.expr(a, cx);
@@ -1161,12 +1617,20 @@ impl<'a> Checker<'a> {
         };
         if let Some(w) = &call.window {
             self.diags.push(
-                Diagnostic::error("window-misuse", w.span, format!("`over {w}` applies to aggregates; `{name}` is a scalar function"))
-                    .with_help("windows follow an aggregate, e.g. `count(purchase) over 30d`"),
+                Diagnostic::error(
+                    "window-misuse",
+                    w.span,
+                    format!("`over {w}` applies to aggregates; `{name}` is a scalar function"),
+                )
+                .with_help("windows follow an aggregate, e.g. `count(purchase) over 30d`"),
             );
         }
         if let Some(f) = &call.filter {
-            self.diags.push(Diagnostic::error("filter-misuse", f.span, format!("`where` applies to aggregates; `{name}` is a scalar function")));
+            self.diags.push(Diagnostic::error(
+                "filter-misuse",
+                f.span,
+                format!("`where` applies to aggregates; `{name}` is a scalar function"),
+            ));
         }
         let args: Vec<Type> = call.args.iter().map(|a| self.expr(a, cx)).collect();
         match func.result_type(&args) {
@@ -1182,8 +1646,12 @@ impl<'a> Checker<'a> {
         let fname = agg.name();
         if !cx.aggregates {
             self.diags.push(
-                Diagnostic::error("aggregate-misuse", call.function.span, format!("aggregate `{fname}` is not allowed here"))
-                    .with_note(cx.no_aggregate_reason.to_string()),
+                Diagnostic::error(
+                    "aggregate-misuse",
+                    call.function.span,
+                    format!("aggregate `{fname}` is not allowed here"),
+                )
+                .with_note(cx.no_aggregate_reason.to_string()),
             );
             return Type::Error;
         }
@@ -1191,17 +1659,35 @@ impl<'a> Checker<'a> {
             self.positive_duration(w, "a window");
             if cx.metric {
                 self.diags.push(
-                    Diagnostic::error("window-misuse", w.span, "a metric's measures are computed per grain period; they take no window")
-                        .with_help("set the period with `grain 1d`"),
+                    Diagnostic::error(
+                        "window-misuse",
+                        w.span,
+                        "a metric's measures are computed per grain period; they take no window",
+                    )
+                    .with_help("set the period with `grain 1d`"),
                 );
             }
         }
         let expected_args = if agg.takes_k() { 2 } else { 1 };
         if call.args.len() != expected_args {
-            let example = if agg.takes_k() { format!("{fname}(purchase.product_id, 5)") } else if agg.needs_value() { format!("{fname}(purchase.amount)") } else { "count(purchase)".to_string() };
+            let example = if agg.takes_k() {
+                format!("{fname}(purchase.product_id, 5)")
+            } else if agg.needs_value() {
+                format!("{fname}(purchase.amount)")
+            } else {
+                "count(purchase)".to_string()
+            };
             self.diags.push(
-                Diagnostic::error("arity", span, format!("`{fname}` takes {expected_args} argument{}, found {}", if expected_args == 1 { "" } else { "s" }, call.args.len()))
-                    .with_help(format!("e.g. `{example}`")),
+                Diagnostic::error(
+                    "arity",
+                    span,
+                    format!(
+                        "`{fname}` takes {expected_args} argument{}, found {}",
+                        if expected_args == 1 { "" } else { "s" },
+                        call.args.len()
+                    ),
+                )
+                .with_help(format!("e.g. `{example}`")),
             );
             return Type::Error;
         }
@@ -1209,7 +1695,11 @@ impl<'a> Checker<'a> {
             let k = &call.args[1];
             let ok = matches!(&k.kind, ExprKind::Number(n) if n.parse::<u32>().is_ok_and(|v| (1..=1000).contains(&v)));
             if !ok {
-                self.diags.push(Diagnostic::error("arity", k.span, format!("the `k` of `{fname}` must be a whole number from 1 to 1000")));
+                self.diags.push(Diagnostic::error(
+                    "arity",
+                    k.span,
+                    format!("the `k` of `{fname}` must be a whole number from 1 to 1000"),
+                ));
             }
         }
         let arg = &call.args[0];
@@ -1221,7 +1711,11 @@ impl<'a> Checker<'a> {
             AggTarget::Value(t, b) => (Some(t), b),
             AggTarget::Profiles => {
                 if agg != Aggregate::Count {
-                    self.diags.push(Diagnostic::error("type", arg.span, format!("`{fname}` of the entity itself has no meaning; use `count`")));
+                    self.diags.push(Diagnostic::error(
+                        "type",
+                        arg.span,
+                        format!("`{fname}` of the entity itself has no meaning; use `count`"),
+                    ));
                 }
                 (None, None)
             }
@@ -1230,8 +1724,12 @@ impl<'a> Checker<'a> {
             if let Some(w) = &call.window {
                 if !cx.metric {
                     self.diags.push(
-                        Diagnostic::error("window-on-attribute", w.span, "only behaviors have events to window")
-                            .with_label("this aggregate reads no behavior"),
+                        Diagnostic::error(
+                            "window-on-attribute",
+                            w.span,
+                            "only behaviors have events to window",
+                        )
+                        .with_label("this aggregate reads no behavior"),
                     );
                 }
             }
@@ -1241,7 +1739,10 @@ impl<'a> Checker<'a> {
                 Some(b) => {
                     if let Some(src) = self.behavior_source(b) {
                         let fcx = Cx {
-                            scope: Scope::Columns { source: src, qualifier: Some(&self.defs[b].name.name) },
+                            scope: Scope::Columns {
+                                source: src,
+                                qualifier: Some(&self.defs[b].name.name),
+                            },
                             aggregates: false,
                             metric: false,
                             no_aggregate_reason: "an aggregate's `where` is applied event by event",
@@ -1251,7 +1752,11 @@ impl<'a> Checker<'a> {
                         self.expect_bool(&t, filter, "an aggregate's `where`");
                     }
                 }
-                None => self.diags.push(Diagnostic::error("filter-misuse", filter.span, "`where` filters a behavior's events; this aggregate reads no behavior")),
+                None => self.diags.push(Diagnostic::error(
+                    "filter-misuse",
+                    filter.span,
+                    "`where` filters a behavior's events; this aggregate reads no behavior",
+                )),
             }
         }
         match agg.result_type(value_type.as_ref()) {
@@ -1266,18 +1771,35 @@ impl<'a> Checker<'a> {
     /// Classifies an aggregate's first argument: a behavior's events, a value per event of one
     /// behavior, or (in metrics) the profiles of a segment.
     fn aggregate_target(&mut self, arg: &Expr, cx: &Cx<'a>) -> AggTarget {
-        let Scope::Profile { entity } = cx.scope else { return AggTarget::Error };
+        let Scope::Profile { entity } = cx.scope else {
+            return AggTarget::Error;
+        };
         if let ExprKind::Path(parts) = &arg.kind {
             if let [only] = parts.as_slice() {
-                match self.by_name.get(only.name.as_str()).map(|&i| (i, &self.defs[i].kind)) {
+                match self
+                    .by_name
+                    .get(only.name.as_str())
+                    .map(|&i| (i, &self.defs[i].kind))
+                {
                     Some((b, DefKind::Behavior(_))) => {
                         self.edges[cx.owner].insert(b);
-                        self.same_entity(b, &ast::Ident { name: entity.to_string(), span: only.span }, only.span);
+                        self.same_entity(
+                            b,
+                            &ast::Ident {
+                                name: entity.to_string(),
+                                span: only.span,
+                            },
+                            only.span,
+                        );
                         return AggTarget::Events(b);
                     }
                     Some((e, DefKind::Entity(_))) if cx.metric => {
                         if only.name != entity {
-                            self.diags.push(Diagnostic::error("wrong-entity", only.span, format!("this metric counts `{entity}`, not `{}`", only.name)));
+                            self.diags.push(Diagnostic::error(
+                                "wrong-entity",
+                                only.span,
+                                format!("this metric counts `{entity}`, not `{}`", only.name),
+                            ));
                         }
                         self.edges[cx.owner].insert(e);
                         return AggTarget::Profiles;
@@ -1300,10 +1822,18 @@ impl<'a> Checker<'a> {
         let mut problem = false;
         visit_paths(arg, &mut |parts| {
             let head = &parts[0];
-            match self.by_name.get(head.name.as_str()).map(|&i| (i, &self.defs[i].kind)) {
+            match self
+                .by_name
+                .get(head.name.as_str())
+                .map(|&i| (i, &self.defs[i].kind))
+            {
                 Some((b, DefKind::Behavior(_))) if parts.len() == 2 => match behavior {
                     Some((other, _)) if other != b => {
-                        self.diags.push(Diagnostic::error("aggregate-mix", head.span, "an aggregate reads the events of one behavior"));
+                        self.diags.push(Diagnostic::error(
+                            "aggregate-mix",
+                            head.span,
+                            "an aggregate reads the events of one behavior",
+                        ));
                         problem = true;
                     }
                     _ => behavior = Some((b, head)),
@@ -1320,10 +1850,22 @@ impl<'a> Checker<'a> {
         match (behavior, profile) {
             (Some((b, head)), None) => {
                 self.edges[cx.owner].insert(b);
-                self.same_entity(b, &ast::Ident { name: entity.to_string(), span: head.span }, head.span);
-                let Some(src) = self.behavior_source(b) else { return AggTarget::Error };
+                self.same_entity(
+                    b,
+                    &ast::Ident {
+                        name: entity.to_string(),
+                        span: head.span,
+                    },
+                    head.span,
+                );
+                let Some(src) = self.behavior_source(b) else {
+                    return AggTarget::Error;
+                };
                 let vcx = Cx {
-                    scope: Scope::Columns { source: src, qualifier: Some(&self.defs[b].name.name) },
+                    scope: Scope::Columns {
+                        source: src,
+                        qualifier: Some(&self.defs[b].name.name),
+                    },
                     aggregates: false,
                     metric: false,
                     no_aggregate_reason: "",
@@ -1333,17 +1875,25 @@ impl<'a> Checker<'a> {
                 AggTarget::Value(t, Some(b))
             }
             (None, Some(_)) if cx.metric => {
-                let vcx = Cx { aggregates: false, metric: false, no_aggregate_reason: "an aggregate cannot read another aggregate", ..*cx };
+                let vcx = Cx {
+                    aggregates: false,
+                    metric: false,
+                    no_aggregate_reason: "an aggregate cannot read another aggregate",
+                    ..*cx
+                };
                 let t = self.expr(arg, &vcx);
                 AggTarget::Value(t, None)
             }
             (None, Some(p)) | (Some(_), Some(p)) => {
-                let kind = self.by_name.get(p.name.as_str()).map_or("attribute", |&i| self.defs[i].kind.keyword());
+                let kind = self
+                    .by_name
+                    .get(p.name.as_str())
+                    .map_or("attribute", |&i| self.defs[i].kind.keyword());
                 self.diags.push(
                     Diagnostic::error(
                         if kind == "attribute" { "window-on-attribute" } else { "aggregate-of-aggregate" },
                         p.span,
-                        format!("`{}` is a {kind}: one value per profile, not a stream of events to aggregate", p.name),
+                        format!("`{}` is {} {kind}: one value per profile, not a stream of events to aggregate", p.name, article(kind)),
                     )
                     .with_help(format!("aggregate a behavior's events instead (e.g. `count(purchase) over 30d`), or use `{}` directly", p.name)),
                 );
@@ -1364,8 +1914,12 @@ impl<'a> Checker<'a> {
                 );
                 if let Some(h) = head {
                     if !self.by_name.contains_key(h.name.as_str()) {
-                        diag = Diagnostic::error("unknown-name", h.span, format!("unknown behavior `{}`", h.name))
-                            .with_suggestion(&h.name, candidates.iter().copied());
+                        diag = Diagnostic::error(
+                            "unknown-name",
+                            h.span,
+                            format!("unknown behavior `{}`", h.name),
+                        )
+                        .with_suggestion(&h.name, candidates.iter().copied());
                     }
                 }
                 self.diags.push(diag);
@@ -1376,34 +1930,63 @@ impl<'a> Checker<'a> {
 
     fn sequence(&mut self, seq: &Sequence, span: Span, cx: &Cx<'a>) {
         let Scope::Profile { entity } = cx.scope else {
-            self.diags.push(Diagnostic::error("aggregate-misuse", span, "`did … then …` is not allowed here"));
+            self.diags.push(Diagnostic::error(
+                "aggregate-misuse",
+                span,
+                "`did … then …` is not allowed here",
+            ));
             return;
         };
         if !cx.aggregates || cx.metric {
-            self.diags.push(Diagnostic::error("aggregate-misuse", span, "`did … then …` is not allowed here"));
+            self.diags.push(Diagnostic::error(
+                "aggregate-misuse",
+                span,
+                "`did … then …` is not allowed here",
+            ));
             return;
         }
         if let Some(w) = &seq.window {
             self.positive_duration(w, "a window");
         }
-        let steps = std::iter::once((&seq.first, None)).chain(seq.then.iter().map(|t| (&t.step, Some(t))));
+        let steps =
+            std::iter::once((&seq.first, None)).chain(seq.then.iter().map(|t| (&t.step, Some(t))));
         let last = seq.then.len();
         for (n, (step, then)) in steps.enumerate() {
             if let Some(t) = then {
                 self.positive_duration(&t.within, "`within`");
                 if t.negated && n != last {
                     self.diags.push(
-                        Diagnostic::error("sequence-not", t.span, "`then not …` can only be the last step of a sequence")
-                            .with_help("split the condition: `did a then not b within 1d` combined with `and`"),
+                        Diagnostic::error(
+                            "sequence-not",
+                            t.span,
+                            "`then not …` can only be the last step of a sequence",
+                        )
+                        .with_help(
+                            "split the condition: `did a then not b within 1d` combined with `and`",
+                        ),
                     );
                 }
             }
-            let Some(b) = self.lookup_kind(&step.behavior, "behavior", |k| matches!(k, DefKind::Behavior(_))) else { continue };
+            let Some(b) = self.lookup_kind(&step.behavior, "behavior", |k| {
+                matches!(k, DefKind::Behavior(_))
+            }) else {
+                continue;
+            };
             self.edges[cx.owner].insert(b);
-            self.same_entity(b, &ast::Ident { name: entity.to_string(), span: step.behavior.span }, step.behavior.span);
+            self.same_entity(
+                b,
+                &ast::Ident {
+                    name: entity.to_string(),
+                    span: step.behavior.span,
+                },
+                step.behavior.span,
+            );
             if let (Some(filter), Some(src)) = (&step.filter, self.behavior_source(b)) {
                 let fcx = Cx {
-                    scope: Scope::Columns { source: src, qualifier: Some(&self.defs[b].name.name) },
+                    scope: Scope::Columns {
+                        source: src,
+                        qualifier: Some(&self.defs[b].name.name),
+                    },
                     aggregates: false,
                     metric: false,
                     no_aggregate_reason: "a sequence step's `where` is applied event by event",
@@ -1441,13 +2024,11 @@ fn syntactic_refs<'d>(def: &'d Definition, out: &mut Vec<(Option<&'d str>, &'d s
     }
     while let Some(e) = exprs.pop() {
         match &e.kind {
-            ExprKind::Path(parts) => {
-                match parts.as_slice() {
-                    [only] => out.push((None, &only.name)),
-                    [q, name] => out.push((Some(&q.name), &name.name)),
-                    _ => {}
-                }
-            }
+            ExprKind::Path(parts) => match parts.as_slice() {
+                [only] => out.push((None, &only.name)),
+                [q, name] => out.push((Some(&q.name), &name.name)),
+                _ => {}
+            },
             ExprKind::Call(c) => exprs.extend(c.args.iter()),
             _ => push_children(e, &mut exprs),
         }
@@ -1464,7 +2045,9 @@ fn push_children<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
             out.push(left);
             out.push(right);
         }
-        ExprKind::Predicate { subject, predicate, .. } => {
+        ExprKind::Predicate {
+            subject, predicate, ..
+        } => {
             out.push(subject);
             match predicate {
                 Predicate::In(items) => out.extend(items.iter()),
@@ -1520,9 +2103,22 @@ fn contains_call_matching(e: &Expr, pred: impl Fn(&Call) -> bool) -> bool {
     false
 }
 
+/// "a" or "an", for messages that name a kind of definition.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 fn describe_expr(e: &Expr) -> String {
     match &e.kind {
-        ExprKind::Path(parts) => parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("."),
+        ExprKind::Path(parts) => parts
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join("."),
         ExprKind::Call(c) => format!("{}(…)", c.function.name),
         _ => "the value".to_string(),
     }
