@@ -78,30 +78,36 @@ pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Box<
     .map_err(Box::new)?;
     if let Some(as_of) = &config.project.as_of {
         if parse_timestamp(as_of).is_none() {
-            return Err(Box::new(Diagnostic::error(
-                "config",
-                locate(text, file, as_of),
-                format!("`{as_of}` is not a timestamp"),
-            )
-            .with_help("write it as \"2024-12-01 00:00:00\" or \"2024-12-01\"")));
+            return Err(Box::new(
+                Diagnostic::error(
+                    "config",
+                    locate(text, file, as_of),
+                    format!("`{as_of}` is not a timestamp"),
+                )
+                .with_help("write it as \"2024-12-01 00:00:00\" or \"2024-12-01\""),
+            ));
         }
     }
     for (name, binding) in &config.sources {
         if binding.path.is_none() && binding.table.is_none() {
-            return Err(Box::new(Diagnostic::error(
-                "config",
-                header_span(text, file, name),
-                format!("source binding `{name}` has neither `path` nor `table`"),
-            )
-            .with_help("add `path = \"data/<file>.csv\"` for the embedded engine")));
+            return Err(Box::new(
+                Diagnostic::error(
+                    "config",
+                    header_span(text, file, name),
+                    format!("source binding `{name}` has neither `path` nor `table`"),
+                )
+                .with_help("add `path = \"data/<file>.csv\"` for the embedded engine"),
+            ));
         }
         if binding.path.is_some() && binding.data_format().is_none() {
-            return Err(Box::new(Diagnostic::error(
-                "config",
-                header_span(text, file, name),
-                format!("cannot tell the format of source `{name}` from its path"),
-            )
-            .with_help("add `format = \"csv\"`, `\"parquet\"` or `\"jsonl\"`")));
+            return Err(Box::new(
+                Diagnostic::error(
+                    "config",
+                    header_span(text, file, name),
+                    format!("cannot tell the format of source `{name}` from its path"),
+                )
+                .with_help("add `format = \"csv\"`, `\"parquet\"` or `\"jsonl\"`"),
+            ));
         }
     }
     Ok(config)
@@ -136,7 +142,11 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     let year: i64 = parts.next()?.parse().ok()?;
     let month: u32 = parts.next()?.parse().ok()?;
     let day: u32 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    if parts.next().is_some()
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+    {
         return None;
     }
     let mut secs = 0i64;

@@ -49,7 +49,8 @@ impl DepGraph {
             pending[a] += 1;
             readers[b].push(a);
         }
-        let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
+        let mut ready: std::collections::BTreeSet<usize> =
+            (0..n).filter(|&i| pending[i] == 0).collect();
         let mut order = Vec::with_capacity(n);
         while let Some(i) = ready.pop_first() {
             order.push(i);
@@ -72,7 +73,8 @@ impl DepGraph {
     }
 
     fn to_dot(&self) -> String {
-        let mut out = String::from("digraph cdp {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
+        let mut out =
+            String::from("digraph cdp {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
         for node in &self.nodes {
             out.push_str(&format!(
                 "  \"{}\" [label=\"{}\\n{}\", shape={}];\n",
@@ -83,7 +85,10 @@ impl DepGraph {
             ));
         }
         for &(a, b) in &self.edges {
-            out.push_str(&format!("  \"{}\" -> \"{}\";\n", self.nodes[b].name, self.nodes[a].name));
+            out.push_str(&format!(
+                "  \"{}\" -> \"{}\";\n",
+                self.nodes[b].name, self.nodes[a].name
+            ));
         }
         out.push_str("}\n");
         out
@@ -105,12 +110,20 @@ impl DepGraph {
         let mut out = String::new();
         for i in self.topological_order() {
             let node = &self.nodes[i];
-            let mut ups: Vec<&str> = self.upstream(i).map(|u| self.nodes[u].name.as_str()).collect();
+            let mut ups: Vec<&str> = self
+                .upstream(i)
+                .map(|u| self.nodes[u].name.as_str())
+                .collect();
             ups.sort_unstable();
             if ups.is_empty() {
                 out.push_str(&format!("{} {}\n", node.kind, node.name));
             } else {
-                out.push_str(&format!("{} {} <- {}\n", node.kind, node.name, ups.join(", ")));
+                out.push_str(&format!(
+                    "{} {} <- {}\n",
+                    node.kind,
+                    node.name,
+                    ups.join(", ")
+                ));
             }
         }
         out

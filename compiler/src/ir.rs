@@ -149,7 +149,12 @@ pub struct Attribute {
 pub enum AttributeValue {
     /// A row expression over one source; of the rows of a profile, the one with the greatest
     /// (`latest`) or least `order_by` wins, ties broken by the greatest value.
-    FromSource { source: SourceId, value: Expr, order_by: Option<ColumnId>, latest: bool },
+    FromSource {
+        source: SourceId,
+        value: Expr,
+        order_by: Option<ColumnId>,
+        latest: bool,
+    },
     /// A profile expression over other attributes and features.
     Derived(Expr),
 }
@@ -247,14 +252,29 @@ pub struct Node {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeKind {
-    Activate { activation: ActivationId, next: NodeId },
-    Wait { ms: u64, next: NodeId },
+    Activate {
+        activation: ActivationId,
+        next: NodeId,
+    },
+    Wait {
+        ms: u64,
+        next: NodeId,
+    },
     /// Moves on when the condition holds or when `timeout_ms` has passed, whichever is first.
-    WaitUntil { condition: Expr, timeout_ms: u64, next: NodeId },
+    WaitUntil {
+        condition: Expr,
+        timeout_ms: u64,
+        next: NodeId,
+    },
     /// The first arm whose condition is true wins; else `otherwise`.
-    Branch { arms: Vec<(Expr, NodeId)>, otherwise: NodeId },
+    Branch {
+        arms: Vec<(Expr, NodeId)>,
+        otherwise: NodeId,
+    },
     /// Arms in order with their share in basis points (sum 10,000), by profile hash.
-    Split { arms: Vec<(u32, NodeId)> },
+    Split {
+        arms: Vec<(u32, NodeId)>,
+    },
     End,
 }
 
@@ -280,11 +300,23 @@ pub enum MeasureExpr {
     /// The number of members.
     Population,
     /// An aggregate of a profile expression over the members.
-    OverMembers { function: AggFn, value: Expr },
+    OverMembers {
+        function: AggFn,
+        value: Expr,
+    },
     /// An aggregate over the members' events of one behavior in the period.
-    OverEvents { behavior: BehaviorId, function: AggFn, value: Option<Expr>, filter: Option<Expr> },
+    OverEvents {
+        behavior: BehaviorId,
+        function: AggFn,
+        value: Option<Expr>,
+        filter: Option<Expr>,
+    },
     Literal(Literal),
-    Binary { op: BinaryOp, left: Box<MeasureExpr>, right: Box<MeasureExpr> },
+    Binary {
+        op: BinaryOp,
+        left: Box<MeasureExpr>,
+        right: Box<MeasureExpr>,
+    },
     Neg(Box<MeasureExpr>),
 }
 
@@ -358,13 +390,29 @@ pub enum ExprKind {
     Not(Box<Expr>),
     Neg(Box<Expr>),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
-    IsNull { value: Box<Expr>, negated: bool },
+    IsNull {
+        value: Box<Expr>,
+        negated: bool,
+    },
     /// `value [not] in [items]`, SQL semantics (null if no match and a null is among the items).
-    InList { value: Box<Expr>, items: Vec<Expr>, negated: bool },
+    InList {
+        value: Box<Expr>,
+        items: Vec<Expr>,
+        negated: bool,
+    },
     /// String tests; `pattern` is a plain string expression, not a LIKE pattern.
-    Text { op: TextOp, value: Box<Expr>, pattern: Box<Expr>, negated: bool },
+    Text {
+        op: TextOp,
+        value: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+    },
     /// Element membership of a list value.
-    ListContains { list: Box<Expr>, item: Box<Expr>, negated: bool },
+    ListContains {
+        list: Box<Expr>,
+        item: Box<Expr>,
+        negated: bool,
+    },
     /// Number of elements of a list value (`is set` on lists: non-empty).
     ListLength(Box<Expr>),
 }
@@ -413,7 +461,10 @@ pub enum Literal {
 
 impl Expr {
     pub fn literal(lit: Literal, ty: Type) -> Expr {
-        Expr { kind: ExprKind::Literal(lit), ty }
+        Expr {
+            kind: ExprKind::Literal(lit),
+            ty,
+        }
     }
 
     pub fn bool(b: bool) -> Expr {

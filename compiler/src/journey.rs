@@ -53,8 +53,12 @@ pub fn validate(journey: &Journey, span: Span, diags: &mut Vec<Diagnostic>) {
     for (i, stage) in journey.stages.iter().enumerate() {
         if let Some(&first) = index.get(stage.name.name.as_str()) {
             diags.push(
-                Diagnostic::error("duplicate-name", stage.name.span, format!("stage `{}` is defined twice", stage.name.name))
-                    .with_related(journey.stages[first].name.span, "first defined here"),
+                Diagnostic::error(
+                    "duplicate-name",
+                    stage.name.span,
+                    format!("stage `{}` is defined twice", stage.name.name),
+                )
+                .with_related(journey.stages[first].name.span, "first defined here"),
             );
         } else {
             index.insert(&stage.name.name, i);
@@ -71,8 +75,15 @@ pub fn validate(journey: &Journey, span: Span, diags: &mut Vec<Diagnostic>) {
         for target in jumps {
             if !index.contains_key(target.0.as_str()) {
                 diags.push(
-                    Diagnostic::error("unknown-stage", target.1, format!("no stage named `{}` in this journey", target.0))
-                        .with_suggestion(&target.0, journey.stages.iter().map(|s| s.name.name.as_str())),
+                    Diagnostic::error(
+                        "unknown-stage",
+                        target.1,
+                        format!("no stage named `{}` in this journey", target.0),
+                    )
+                    .with_suggestion(
+                        &target.0,
+                        journey.stages.iter().map(|s| s.name.name.as_str()),
+                    ),
                 );
             }
         }
@@ -89,14 +100,22 @@ pub fn validate(journey: &Journey, span: Span, diags: &mut Vec<Diagnostic>) {
         if *falls_through && i + 1 < journey.stages.len() {
             work.push(i + 1);
         }
-        work.extend(jumps.iter().filter_map(|(name, _)| index.get(name.as_str()).copied()));
+        work.extend(
+            jumps
+                .iter()
+                .filter_map(|(name, _)| index.get(name.as_str()).copied()),
+        );
     }
     for (i, stage) in journey.stages.iter().enumerate() {
         if !reached[i] {
             diags.push(
-                Diagnostic::error("unreachable", stage.name.span, format!("stage `{}` is never reached", stage.name.name))
-                    .with_label("no path leads here")
-                    .with_help("jump to it from another stage, or remove it"),
+                Diagnostic::error(
+                    "unreachable",
+                    stage.name.span,
+                    format!("stage `{}` is never reached", stage.name.name),
+                )
+                .with_label("no path leads here")
+                .with_help("jump to it from another stage, or remove it"),
             );
         }
     }
@@ -104,9 +123,16 @@ pub fn validate(journey: &Journey, span: Span, diags: &mut Vec<Diagnostic>) {
     if flows[last].0 && reached[last] {
         let stage = &journey.stages[last];
         diags.push(
-            Diagnostic::error("journey-dead-end", stage.name.span, format!("a path through stage `{}` never reaches `end`", stage.name.name))
-                .with_label("the last stage can finish without `end` or `jump`")
-                .with_help("end every path with `end` (or `jump` to a stage)"),
+            Diagnostic::error(
+                "journey-dead-end",
+                stage.name.span,
+                format!(
+                    "a path through stage `{}` never reaches `end`",
+                    stage.name.name
+                ),
+            )
+            .with_label("the last stage can finish without `end` or `jump`")
+            .with_help("end every path with `end` (or `jump` to a stage)"),
         );
     }
 }
@@ -144,7 +170,11 @@ impl Flow {
             }
             StepKind::Branch { arms, otherwise } => {
                 if arms.is_empty() {
-                    diags.push(Diagnostic::error("journey-branch", step.span, "branch has no `when` arm"));
+                    diags.push(Diagnostic::error(
+                        "journey-branch",
+                        step.span,
+                        "branch has no `when` arm",
+                    ));
                 }
                 let mut through = false;
                 for arm in arms {
@@ -167,13 +197,21 @@ impl Flow {
                 let total: u32 = arms.iter().map(|a| a.basis_points).sum();
                 if arms.len() < 2 {
                     diags.push(
-                        Diagnostic::error("bad-split", step.span, "a split needs at least two arms")
-                            .with_help("e.g. `split { 50% -> activate a, 50% -> activate b }`"),
+                        Diagnostic::error(
+                            "bad-split",
+                            step.span,
+                            "a split needs at least two arms",
+                        )
+                        .with_help("e.g. `split { 50% -> activate a, 50% -> activate b }`"),
                     );
                 } else if total != 10_000 {
                     diags.push(
-                        Diagnostic::error("bad-split", step.span, format!("split percentages add up to {}, not 100%", percent(total)))
-                            .with_label("the arms must cover every profile exactly once"),
+                        Diagnostic::error(
+                            "bad-split",
+                            step.span,
+                            format!("split percentages add up to {}, not 100%", percent(total)),
+                        )
+                        .with_label("the arms must cover every profile exactly once"),
                     );
                 }
                 let mut through = false;

@@ -72,7 +72,10 @@ impl<'c> Lowerer<'c> {
             ids.insert(d.name.name.as_str(), counters[slot]);
             counters[slot] += 1;
         }
-        let name = checked.config.as_ref().map_or_else(|| "project".to_string(), |c| c.project.name.clone());
+        let name = checked
+            .config
+            .as_ref()
+            .map_or_else(|| "project".to_string(), |c| c.project.name.clone());
         Lowerer {
             checked,
             defs,
@@ -110,9 +113,18 @@ impl<'c> Lowerer<'c> {
             let node = &self.checked.graph.nodes[i];
             let id = self.ids[node.name.as_str()];
             match node.kind {
-                "attribute" => self.out.profile_order.push(ProfileValue::Attribute(AttributeId(id))),
-                "feature" => self.out.profile_order.push(ProfileValue::Feature(FeatureId(id))),
-                "segment" => self.out.profile_order.push(ProfileValue::Segment(SegmentId(id))),
+                "attribute" => self
+                    .out
+                    .profile_order
+                    .push(ProfileValue::Attribute(AttributeId(id))),
+                "feature" => self
+                    .out
+                    .profile_order
+                    .push(ProfileValue::Feature(FeatureId(id))),
+                "segment" => self
+                    .out
+                    .profile_order
+                    .push(ProfileValue::Segment(SegmentId(id))),
                 _ => {}
             }
         }
@@ -120,11 +132,16 @@ impl<'c> Lowerer<'c> {
     }
 
     fn id(&self, name: &str) -> Result<u32> {
-        self.ids.get(name).copied().ok_or_else(|| internal(format!("unresolved name `{name}`")))
+        self.ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| internal(format!("unresolved name `{name}`")))
     }
 
     fn def(&self, name: &str) -> Result<&'c Definition> {
-        self.checked.definition(name).ok_or_else(|| internal(format!("no definition `{name}`")))
+        self.checked
+            .definition(name)
+            .ok_or_else(|| internal(format!("no definition `{name}`")))
     }
 
     fn source_def(&self, id: SourceId) -> &Source {
@@ -148,7 +165,10 @@ impl<'c> Lowerer<'c> {
                     .and_then(|b| b.table.clone())
                     .unwrap_or_else(|| def.name.name.clone());
                 let column_id = |name: &ast::Ident| {
-                    s.columns.iter().position(|c| c.name.name == name.name).map(|i| ColumnId(i as u32))
+                    s.columns
+                        .iter()
+                        .position(|c| c.name.name == name.name)
+                        .map(|i| ColumnId(i as u32))
                 };
                 let source = Source {
                     meta,
@@ -197,18 +217,34 @@ impl<'c> Lowerer<'c> {
                             .position(|k| k.name == b.key.name)
                             .ok_or_else(|| internal(format!("key `{}`", b.key.name)))?;
                         let value = self.expr(&b.value, Scope::Row(source))?;
-                        bindings.push(KeyBinding { source, key: KeyId(key as u32), value });
+                        bindings.push(KeyBinding {
+                            source,
+                            key: KeyId(key as u32),
+                            value,
+                        });
                     }
                 }
-                self.out.entities.push(Entity { meta, keys, bindings });
+                self.out.entities.push(Entity {
+                    meta,
+                    keys,
+                    bindings,
+                });
             }
             DefKind::Behavior(b) => {
                 let source = SourceId(self.id(&b.source.name)?);
                 let time_name = match (&b.at, self.def(&b.source.name)?) {
                     (Some(at), _) => at.name.clone(),
-                    (None, Definition { kind: DefKind::Source(s), .. }) => {
-                        s.time.as_ref().map(|t| t.name.clone()).ok_or_else(|| internal("behavior without time"))?
-                    }
+                    (
+                        None,
+                        Definition {
+                            kind: DefKind::Source(s),
+                            ..
+                        },
+                    ) => s
+                        .time
+                        .as_ref()
+                        .map(|t| t.name.clone())
+                        .ok_or_else(|| internal("behavior without time"))?,
                     _ => return Err(internal("behavior source")),
                 };
                 let time = self.column(source, &time_name)?;
@@ -217,13 +253,22 @@ impl<'c> Lowerer<'c> {
                     None => None,
                 };
                 let entity = EntityId(self.id(&b.entity.name)?);
-                self.out.behaviors.push(Behavior { meta, entity, source, filter, time });
+                self.out.behaviors.push(Behavior {
+                    meta,
+                    entity,
+                    source,
+                    filter,
+                    time,
+                });
             }
             DefKind::Attribute(a) => {
                 let entity = EntityId(self.id(&a.entity.name)?);
                 let ty = self.type_of(a.value.span);
                 let source = first_source_qualifier(&a.value, |q| {
-                    matches!(self.checked.definition(q).map(|d| &d.kind), Some(DefKind::Source(_)))
+                    matches!(
+                        self.checked.definition(q).map(|d| &d.kind),
+                        Some(DefKind::Source(_))
+                    )
                 });
                 let value = match source {
                     Some(src_name) => {
@@ -233,22 +278,41 @@ impl<'c> Lowerer<'c> {
                             Some(p) => (Some(self.column(source, &p.by.name)?), p.latest),
                             None => (self.source_def(source).time, true),
                         };
-                        AttributeValue::FromSource { source, value, order_by, latest }
+                        AttributeValue::FromSource {
+                            source,
+                            value,
+                            order_by,
+                            latest,
+                        }
                     }
                     None => AttributeValue::Derived(self.expr(&a.value, Scope::Profile)?),
                 };
-                self.out.attributes.push(Attribute { meta, entity, value, ty });
+                self.out.attributes.push(Attribute {
+                    meta,
+                    entity,
+                    value,
+                    ty,
+                });
             }
             DefKind::Feature(f) => {
                 let entity = EntityId(self.id(&f.entity.name)?);
                 let value = self.expr(&f.value, Scope::Profile)?;
                 let ty = value.ty.clone();
-                self.out.features.push(Feature { meta, entity, value, ty });
+                self.out.features.push(Feature {
+                    meta,
+                    entity,
+                    value,
+                    ty,
+                });
             }
             DefKind::Segment(s) => {
                 let entity = EntityId(self.id(&s.entity.name)?);
                 let condition = self.expr(&s.condition, Scope::Profile)?;
-                self.out.segments.push(Segment { meta, entity, condition });
+                self.out.segments.push(Segment {
+                    meta,
+                    entity,
+                    condition,
+                });
             }
             DefKind::Journey(j) => {
                 let journey = self.journey(meta, j)?;
@@ -271,7 +335,13 @@ impl<'c> Lowerer<'c> {
                     });
                 }
                 let grain_ms = m.grain.as_ref().map_or(DAY_MS, ast::Duration::millis);
-                self.out.metrics.push(Metric { meta, entity, segments, measures, grain_ms });
+                self.out.metrics.push(Metric {
+                    meta,
+                    entity,
+                    segments,
+                    measures,
+                    grain_ms,
+                });
             }
             DefKind::Activation(a) => {
                 let entity = EntityId(self.id(&a.entity.name)?);
@@ -287,15 +357,24 @@ impl<'c> Lowerer<'c> {
                             None => path.value.to_ascii_lowercase().ends_with(".parquet"),
                         },
                     },
-                    Some(ast::DestinationKind::Webhook { url }) => Destination::Webhook { url: url.value.clone() },
-                    Some(ast::DestinationKind::Postgres { connection, table }) => Destination::Postgres {
-                        connection: connection.value.clone(),
-                        table: table.as_ref().map_or_else(|| def.name.name.clone(), |t| t.value.clone()),
+                    Some(ast::DestinationKind::Webhook { url }) => Destination::Webhook {
+                        url: url.value.clone(),
                     },
+                    Some(ast::DestinationKind::Postgres { connection, table }) => {
+                        Destination::Postgres {
+                            connection: connection.value.clone(),
+                            table: table
+                                .as_ref()
+                                .map_or_else(|| def.name.name.clone(), |t| t.value.clone()),
+                        }
+                    }
                     None => return Err(internal("activation without destination")),
                 };
-                let keys: Vec<String> =
-                    self.out.entities[entity.index()].keys.iter().map(|k| k.name.clone()).collect();
+                let keys: Vec<String> = self.out.entities[entity.index()]
+                    .keys
+                    .iter()
+                    .map(|k| k.name.clone())
+                    .collect();
                 let mut columns = Vec::new();
                 for c in &a.columns {
                     if let Some(k) = keys.iter().position(|k| *k == c.name) {
@@ -338,7 +417,11 @@ impl<'c> Lowerer<'c> {
     }
 
     fn type_of(&self, span: Span) -> Type {
-        self.checked.expr_types.get(&span).cloned().unwrap_or(Type::Error)
+        self.checked
+            .expr_types
+            .get(&span)
+            .cloned()
+            .unwrap_or(Type::Error)
     }
 
     // -------------------------------------------------------------------------- expressions
@@ -356,10 +439,16 @@ impl<'c> Lowerer<'c> {
             A::Duration(d) => ExprKind::Literal(Literal::DurationMs(d.millis())),
             A::Date(s) => ExprKind::Literal(Literal::Date(s.clone())),
             A::Timestamp(s) => {
-                let secs = config::parse_timestamp(s).ok_or_else(|| internal(format!("timestamp {s}")))?;
+                let secs =
+                    config::parse_timestamp(s).ok_or_else(|| internal(format!("timestamp {s}")))?;
                 ExprKind::Literal(Literal::TimestampMicros(secs * 1_000_000))
             }
-            A::List(items) => ExprKind::List(items.iter().map(|i| self.expr(i, scope)).collect::<Result<Vec<_>>>()?),
+            A::List(items) => ExprKind::List(
+                items
+                    .iter()
+                    .map(|i| self.expr(i, scope))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
             A::Paren(inner) => return self.expr(inner, scope),
             A::Path(parts) => self.path(parts, scope)?,
             A::Call(call) => return self.call(call, e.span, scope),
@@ -375,7 +464,11 @@ impl<'c> Lowerer<'c> {
                 let r = Box::new(self.expr(right, scope)?);
                 ExprKind::Binary(binary_op(*op), l, r)
             }
-            A::Predicate { subject, negated, predicate } => {
+            A::Predicate {
+                subject,
+                negated,
+                predicate,
+            } => {
                 let x = self.expr(subject, scope)?;
                 let e = self.predicate(x, predicate, scope)?;
                 return Ok(if *negated { not(e) } else { e });
@@ -423,19 +516,35 @@ impl<'c> Lowerer<'c> {
             if id == next {
                 self.out.aggregates.push(agg);
             }
-            return Ok(Expr { kind: ExprKind::Aggregate(id), ty });
+            return Ok(Expr {
+                kind: ExprKind::Aggregate(id),
+                ty,
+            });
         }
         let function = Function::from_name(&call.function.name)
             .ok_or_else(|| internal(format!("function `{}`", call.function.name)))?;
         if function == Function::Now {
-            return Ok(Expr { kind: ExprKind::AsOf, ty: Type::Timestamp });
+            return Ok(Expr {
+                kind: ExprKind::AsOf,
+                ty: Type::Timestamp,
+            });
         }
-        let args = call.args.iter().map(|a| self.expr(a, scope)).collect::<Result<Vec<_>>>()?;
-        Ok(Expr { kind: ExprKind::Call(function, args), ty })
+        let args = call
+            .args
+            .iter()
+            .map(|a| self.expr(a, scope))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Expr {
+            kind: ExprKind::Call(function, args),
+            ty,
+        })
     }
 
     fn aggregate(&mut self, function: AggFn, call: &ast::Call, ty: Type) -> Result<Aggregate> {
-        let arg = call.args.first().ok_or_else(|| internal("aggregate without argument"))?;
+        let arg = call
+            .args
+            .first()
+            .ok_or_else(|| internal("aggregate without argument"))?;
         let behavior_name = first_path_head(arg).ok_or_else(|| internal("aggregate target"))?;
         let behavior = BehaviorId(self.id(behavior_name)?);
         let source = self.out.behaviors[behavior.index()].source;
@@ -463,15 +572,27 @@ impl<'c> Lowerer<'c> {
     }
 
     fn predicate(&mut self, x: Expr, predicate: &Predicate, scope: Scope) -> Result<Expr> {
-        let bool_expr = |kind| Expr { kind, ty: Type::Bool };
+        let bool_expr = |kind| Expr {
+            kind,
+            ty: Type::Bool,
+        };
         Ok(match predicate {
-            Predicate::IsNull => bool_expr(ExprKind::IsNull { value: Box::new(x), negated: false }),
+            Predicate::IsNull => bool_expr(ExprKind::IsNull {
+                value: Box::new(x),
+                negated: false,
+            }),
             Predicate::IsSet => {
                 let is_list = matches!(x.ty, Type::List(_));
-                let not_null = bool_expr(ExprKind::IsNull { value: Box::new(x.clone()), negated: false });
+                let not_null = bool_expr(ExprKind::IsNull {
+                    value: Box::new(x.clone()),
+                    negated: false,
+                });
                 let not_null = not(not_null);
                 if is_list {
-                    let len = Expr { kind: ExprKind::ListLength(Box::new(x)), ty: Type::Int };
+                    let len = Expr {
+                        kind: ExprKind::ListLength(Box::new(x)),
+                        ty: Type::Int,
+                    };
                     let zero = Expr::literal(Literal::Int(0), Type::Int);
                     and(not_null, binary(BinaryOp::Gt, len, zero))
                 } else {
@@ -479,18 +600,32 @@ impl<'c> Lowerer<'c> {
                 }
             }
             Predicate::In(items) => {
-                let items = items.iter().map(|i| self.expr(i, scope)).collect::<Result<Vec<_>>>()?;
-                bool_expr(ExprKind::InList { value: Box::new(x), items, negated: false })
+                let items = items
+                    .iter()
+                    .map(|i| self.expr(i, scope))
+                    .collect::<Result<Vec<_>>>()?;
+                bool_expr(ExprKind::InList {
+                    value: Box::new(x),
+                    items,
+                    negated: false,
+                })
             }
             Predicate::Between(lo, hi) => {
                 let lo = self.expr(lo, scope)?;
                 let hi = self.expr(hi, scope)?;
-                and(binary(BinaryOp::Ge, x.clone(), lo), binary(BinaryOp::Le, x, hi))
+                and(
+                    binary(BinaryOp::Ge, x.clone(), lo),
+                    binary(BinaryOp::Le, x, hi),
+                )
             }
             Predicate::Contains(p) => {
                 let p = self.expr(p, scope)?;
                 if matches!(x.ty, Type::List(_)) {
-                    bool_expr(ExprKind::ListContains { list: Box::new(x), item: Box::new(p), negated: false })
+                    bool_expr(ExprKind::ListContains {
+                        list: Box::new(x),
+                        item: Box::new(p),
+                        negated: false,
+                    })
                 } else {
                     text(TextOp::Contains, x, p)
                 }
@@ -499,10 +634,19 @@ impl<'c> Lowerer<'c> {
             Predicate::EndsWith(p) => text(TextOp::EndsWith, x, self.expr(p, scope)?),
             Predicate::Matches(p) => text(TextOp::Matches, x, self.expr(p, scope)?),
             Predicate::WithinLast(d) => {
-                let t = Expr { kind: ExprKind::AsOf, ty: Type::Timestamp };
+                let t = Expr {
+                    kind: ExprKind::AsOf,
+                    ty: Type::Timestamp,
+                };
                 let d = Expr::literal(Literal::DurationMs(d.millis()), Type::Duration);
-                let start = Expr { kind: ExprKind::Binary(BinaryOp::Sub, Box::new(t.clone()), Box::new(d)), ty: Type::Timestamp };
-                and(binary(BinaryOp::Gt, x.clone(), start), binary(BinaryOp::Le, x, t))
+                let start = Expr {
+                    kind: ExprKind::Binary(BinaryOp::Sub, Box::new(t.clone()), Box::new(d)),
+                    ty: Type::Timestamp,
+                };
+                and(
+                    binary(BinaryOp::Gt, x.clone(), start),
+                    binary(BinaryOp::Le, x, t),
+                )
             }
             Predicate::Before(e) => binary(BinaryOp::Lt, x, self.expr(e, scope)?),
             Predicate::After(e) => binary(BinaryOp::Gt, x, self.expr(e, scope)?),
@@ -513,9 +657,17 @@ impl<'c> Lowerer<'c> {
         let first = self.sequence_step(&seq.first)?;
         let mut then = Vec::new();
         for t in &seq.then {
-            then.push(SequenceThen { negated: t.negated, step: self.sequence_step(&t.step)?, within_ms: t.within.millis() });
+            then.push(SequenceThen {
+                negated: t.negated,
+                step: self.sequence_step(&t.step)?,
+                within_ms: t.within.millis(),
+            });
         }
-        Ok(Sequence { first, then, window_ms: seq.window.as_ref().map(ast::Duration::millis) })
+        Ok(Sequence {
+            first,
+            then,
+            window_ms: seq.window.as_ref().map(ast::Duration::millis),
+        })
     }
 
     fn sequence_step(&mut self, step: &ast::SequenceStep) -> Result<SequenceStep> {
@@ -535,16 +687,23 @@ impl<'c> Lowerer<'c> {
                 Ok(i) if !n.contains('.') => Literal::Int(i),
                 _ => Literal::Decimal(n.clone()),
             }),
-            A::Unary { op: ast::UnaryOp::Neg, operand } => MeasureExpr::Neg(Box::new(self.measure(operand)?)),
+            A::Unary {
+                op: ast::UnaryOp::Neg,
+                operand,
+            } => MeasureExpr::Neg(Box::new(self.measure(operand)?)),
             A::Binary { op, left, right } => MeasureExpr::Binary {
                 op: binary_op(*op),
                 left: Box::new(self.measure(left)?),
                 right: Box::new(self.measure(right)?),
             },
             A::Call(call) => {
-                let function = AggFn::from_name(&call.function.name)
-                    .ok_or_else(|| internal(format!("measure function `{}`", call.function.name)))?;
-                let arg = call.args.first().ok_or_else(|| internal("measure argument"))?;
+                let function = AggFn::from_name(&call.function.name).ok_or_else(|| {
+                    internal(format!("measure function `{}`", call.function.name))
+                })?;
+                let arg = call
+                    .args
+                    .first()
+                    .ok_or_else(|| internal("measure argument"))?;
                 let head = first_path_head(arg).ok_or_else(|| internal("measure target"))?;
                 match self.def(head)?.kind {
                     DefKind::Entity(_) => MeasureExpr::Population,
@@ -559,9 +718,17 @@ impl<'c> Lowerer<'c> {
                             Some(f) => Some(self.expr(f, Scope::Row(source))?),
                             None => None,
                         };
-                        MeasureExpr::OverEvents { behavior, function, value, filter }
+                        MeasureExpr::OverEvents {
+                            behavior,
+                            function,
+                            value,
+                            filter,
+                        }
                     }
-                    _ => MeasureExpr::OverMembers { function, value: self.expr(arg, Scope::Profile)? },
+                    _ => MeasureExpr::OverMembers {
+                        function,
+                        value: self.expr(arg, Scope::Profile)?,
+                    },
                 }
             }
             _ => return Err(internal("unsupported measure expression")),
@@ -576,15 +743,26 @@ impl<'c> Lowerer<'c> {
             Some(e) => self.expr(e, Scope::Profile)?,
             None => return Err(internal("journey without entry")),
         };
-        let goal = j.goal.as_ref().map(|g| self.expr(g, Scope::Profile)).transpose()?;
-        let exit = j.exit.as_ref().map(|g| self.expr(g, Scope::Profile)).transpose()?;
+        let goal = j
+            .goal
+            .as_ref()
+            .map(|g| self.expr(g, Scope::Profile))
+            .transpose()?;
+        let exit = j
+            .exit
+            .as_ref()
+            .map(|g| self.expr(g, Scope::Profile))
+            .transpose()?;
         let reentry = match j.reentry.as_ref().map(|r| &r.policy) {
             None | Some(ast::ReentryPolicy::Never) => Reentry::Never,
             Some(ast::ReentryPolicy::Always) => Reentry::Always,
             Some(ast::ReentryPolicy::After(d)) => Reentry::AfterMs(d.millis()),
         };
         let stages: Vec<String> = j.stages.iter().map(|s| s.name.name.clone()).collect();
-        let mut graph = StepGraph { nodes: Vec::new(), stage_entry: vec![Target::End; j.stages.len()] };
+        let mut graph = StepGraph {
+            nodes: Vec::new(),
+            stage_entry: vec![Target::End; j.stages.len()],
+        };
         // Build from the last stage back: a stage that falls through continues with the next.
         let mut next = Target::End;
         for (i, stage) in j.stages.iter().enumerate().rev() {
@@ -593,17 +771,36 @@ impl<'c> Lowerer<'c> {
             next = entry;
         }
         let start = graph.stage_entry.first().copied().unwrap_or(Target::End);
-        Ok(Journey { meta, entity, entry, goal, exit, reentry, nodes: graph.finish(start), stages })
+        Ok(Journey {
+            meta,
+            entity,
+            entry,
+            goal,
+            exit,
+            reentry,
+            nodes: graph.finish(start),
+            stages,
+        })
     }
 
     /// Lowers a block of steps ending in `after`; returns the block's first target.
-    fn block(&mut self, g: &mut StepGraph, stage: u32, steps: &[ast::Step], after: Target, stages: &[String]) -> Result<Target> {
+    fn block(
+        &mut self,
+        g: &mut StepGraph,
+        stage: u32,
+        steps: &[ast::Step],
+        after: Target,
+        stages: &[String],
+    ) -> Result<Target> {
         let mut next = after;
         for step in steps.iter().rev() {
             next = match &step.kind {
                 ast::StepKind::End => g.push(stage, RawKind::End),
                 ast::StepKind::Jump(target) => {
-                    let i = stages.iter().position(|s| *s == target.name).ok_or_else(|| internal("jump target"))?;
+                    let i = stages
+                        .iter()
+                        .position(|s| *s == target.name)
+                        .ok_or_else(|| internal("jump target"))?;
                     Target::Stage(i)
                 }
                 ast::StepKind::Activate(a) => {
@@ -674,7 +871,11 @@ impl StepGraph {
     /// Resolves jumps, adds one `End` node for paths that run off the end, and numbers the nodes
     /// in depth-first order from the start so that node 0 is where profiles begin.
     fn finish(mut self, start: Target) -> Vec<Node> {
-        let end = match self.nodes.iter().position(|(_, k)| matches!(k, RawKind::End)) {
+        let end = match self
+            .nodes
+            .iter()
+            .position(|(_, k)| matches!(k, RawKind::End))
+        {
             Some(i) => i,
             None => {
                 self.nodes.push((0, RawKind::End));
@@ -696,9 +897,12 @@ impl StepGraph {
         let entries = self.stage_entry.clone();
         let targets = |k: &RawKind| -> Vec<usize> {
             match k {
-                RawKind::Activate(_, n) | RawKind::Wait(_, n) | RawKind::WaitUntil(_, _, n) => vec![resolve(*n, &entries)],
+                RawKind::Activate(_, n) | RawKind::Wait(_, n) | RawKind::WaitUntil(_, _, n) => {
+                    vec![resolve(*n, &entries)]
+                }
                 RawKind::Branch(arms, o) => {
-                    let mut v: Vec<usize> = arms.iter().map(|(_, t)| resolve(*t, &entries)).collect();
+                    let mut v: Vec<usize> =
+                        arms.iter().map(|(_, t)| resolve(*t, &entries)).collect();
                     v.push(resolve(*o, &entries));
                     v
                 }
@@ -727,14 +931,23 @@ impl StepGraph {
             .map(|&old| {
                 let (stage, kind) = nodes[old].take().expect("each node is visited once");
                 let kind = match kind {
-                    RawKind::Activate(a, n) => NodeKind::Activate { activation: a, next: map(n) },
+                    RawKind::Activate(a, n) => NodeKind::Activate {
+                        activation: a,
+                        next: map(n),
+                    },
                     RawKind::Wait(ms, n) => NodeKind::Wait { ms, next: map(n) },
-                    RawKind::WaitUntil(condition, timeout_ms, n) => NodeKind::WaitUntil { condition, timeout_ms, next: map(n) },
+                    RawKind::WaitUntil(condition, timeout_ms, n) => NodeKind::WaitUntil {
+                        condition,
+                        timeout_ms,
+                        next: map(n),
+                    },
                     RawKind::Branch(arms, o) => NodeKind::Branch {
                         arms: arms.into_iter().map(|(c, t)| (c, map(t))).collect(),
                         otherwise: map(o),
                     },
-                    RawKind::Split(arms) => NodeKind::Split { arms: arms.into_iter().map(|(bp, t)| (bp, map(t))).collect() },
+                    RawKind::Split(arms) => NodeKind::Split {
+                        arms: arms.into_iter().map(|(bp, t)| (bp, map(t))).collect(),
+                    },
                     RawKind::End => NodeKind::End,
                 };
                 Node { stage, kind }
@@ -779,7 +992,10 @@ fn binary_op(op: ast::BinaryOp) -> BinaryOp {
 }
 
 fn binary(op: BinaryOp, l: Expr, r: Expr) -> Expr {
-    Expr { kind: ExprKind::Binary(op, Box::new(l), Box::new(r)), ty: Type::Bool }
+    Expr {
+        kind: ExprKind::Binary(op, Box::new(l), Box::new(r)),
+        ty: Type::Bool,
+    }
 }
 
 fn and(l: Expr, r: Expr) -> Expr {
@@ -787,11 +1003,22 @@ fn and(l: Expr, r: Expr) -> Expr {
 }
 
 fn not(e: Expr) -> Expr {
-    Expr { kind: ExprKind::Not(Box::new(e)), ty: Type::Bool }
+    Expr {
+        kind: ExprKind::Not(Box::new(e)),
+        ty: Type::Bool,
+    }
 }
 
 fn text(op: TextOp, value: Expr, pattern: Expr) -> Expr {
-    Expr { kind: ExprKind::Text { op, value: Box::new(value), pattern: Box::new(pattern), negated: false }, ty: Type::Bool }
+    Expr {
+        kind: ExprKind::Text {
+            op,
+            value: Box::new(value),
+            pattern: Box::new(pattern),
+            negated: false,
+        },
+        ty: Type::Bool,
+    }
 }
 
 /// The first path's head in an expression (the behavior an aggregate reads).
@@ -818,14 +1045,18 @@ fn first_source_qualifier(e: &ast::Expr, is_source: impl Fn(&str) -> bool) -> Op
     let mut stack = vec![e];
     while let Some(e) = stack.pop() {
         match &e.kind {
-            A::Path(parts) if parts.len() == 2 && is_source(&parts[0].name) => return Some(&parts[0].name),
+            A::Path(parts) if parts.len() == 2 && is_source(&parts[0].name) => {
+                return Some(&parts[0].name)
+            }
             A::Paren(x) | A::Unary { operand: x, .. } => stack.push(x),
             A::Binary { left, right, .. } => {
                 stack.push(right);
                 stack.push(left);
             }
             A::Call(c) => stack.extend(c.args.iter().rev()),
-            A::Predicate { subject, predicate, .. } => {
+            A::Predicate {
+                subject, predicate, ..
+            } => {
                 stack.push(subject);
                 if let Predicate::In(items) = predicate {
                     stack.extend(items.iter());

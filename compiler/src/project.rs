@@ -19,7 +19,10 @@ pub struct ProjectSources {
 #[derive(Debug)]
 pub enum LoadError {
     NotADirectory(PathBuf),
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     NoDefinitions(PathBuf),
 }
 
@@ -29,7 +32,11 @@ impl std::fmt::Display for LoadError {
             LoadError::NotADirectory(p) => write!(f, "{} is not a project directory", p.display()),
             LoadError::Io { path, error } => write!(f, "cannot read {}: {error}", path.display()),
             LoadError::NoDefinitions(p) => {
-                write!(f, "no .cdp files under {} (is this a cdp project? `cdp init` creates one)", p.display())
+                write!(
+                    f,
+                    "no .cdp files under {} (is this a cdp project? `cdp init` creates one)",
+                    p.display()
+                )
             }
         }
     }
@@ -63,7 +70,12 @@ pub fn load_project(dir: &Path) -> Result<ProjectSources, LoadError> {
     } else {
         None
     };
-    Ok(ProjectSources { root: dir.to_path_buf(), map, files, config })
+    Ok(ProjectSources {
+        root: dir.to_path_buf(),
+        map,
+        files,
+        config,
+    })
 }
 
 /// A project held in memory (tests, benchmarks, tools): `(path, text)` pairs plus optional config.
@@ -74,11 +86,19 @@ pub fn project_from_texts<'a>(
     let mut map = SourceMap::new();
     let files = files.into_iter().map(|(p, t)| map.add(p, t)).collect();
     let config = config.map(|c| map.add("cdp.toml", c));
-    ProjectSources { root: PathBuf::from("."), map, files, config }
+    ProjectSources {
+        root: PathBuf::from("."),
+        map,
+        files,
+        config,
+    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
-    let io = |error| LoadError::Io { path: dir.to_path_buf(), error };
+    let io = |error| LoadError::Io {
+        path: dir.to_path_buf(),
+        error,
+    };
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let path = entry.path();
@@ -96,10 +116,16 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|error| LoadError::Io { path: path.to_path_buf(), error })
+    std::fs::read_to_string(path).map_err(|error| LoadError::Io {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// Paths in messages are relative to the project directory when possible: short and stable.
 fn display_path(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/")
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
 }

@@ -15,7 +15,10 @@ pub enum Type {
     String,
     Int,
     Float,
-    Decimal { precision: u32, scale: u32 },
+    Decimal {
+        precision: u32,
+        scale: u32,
+    },
     Bool,
     Date,
     Timestamp,
@@ -37,9 +40,10 @@ impl Type {
             TypeKind::Date => Type::Date,
             TypeKind::Timestamp => Type::Timestamp,
             TypeKind::Duration => Type::Duration,
-            TypeKind::Decimal { precision, scale } => {
-                Type::Decimal { precision: *precision, scale: *scale }
-            }
+            TypeKind::Decimal { precision, scale } => Type::Decimal {
+                precision: *precision,
+                scale: *scale,
+            },
             TypeKind::List(inner) => Type::List(Box::new(Type::from_ast(inner))),
         }
     }
@@ -111,10 +115,22 @@ impl fmt::Display for Type {
 fn numeric_join(a: &Type, b: &Type) -> Type {
     match (a, b) {
         (Type::Float, _) | (_, Type::Float) => Type::Float,
-        (Type::Decimal { precision: p1, scale: s1 }, Type::Decimal { precision: p2, scale: s2 }) => {
+        (
+            Type::Decimal {
+                precision: p1,
+                scale: s1,
+            },
+            Type::Decimal {
+                precision: p2,
+                scale: s2,
+            },
+        ) => {
             let scale = (*s1).max(*s2);
             let int_digits = (p1 - s1).max(p2 - s2);
-            Type::Decimal { precision: (int_digits + scale).min(38), scale }
+            Type::Decimal {
+                precision: (int_digits + scale).min(38),
+                scale,
+            }
         }
         (d @ Type::Decimal { .. }, _) | (_, d @ Type::Decimal { .. }) => d.clone(),
         _ => Type::Int,
@@ -142,7 +158,11 @@ pub fn arithmetic(op: BinaryOp, left: &Type, right: &Type) -> Result<Type, Strin
         BinaryOp::Mul if (l == &Duration && r == &Int) || (l == &Int && r == &Duration) => Duration,
         _ if l == &Null || r == &Null => {
             if l.is_numeric() || r.is_numeric() || l == r {
-                if l == &Null { r.clone() } else { l.clone() }
+                if l == &Null {
+                    r.clone()
+                } else {
+                    l.clone()
+                }
             } else {
                 Null
             }
@@ -155,7 +175,10 @@ pub fn arithmetic(op: BinaryOp, left: &Type, right: &Type) -> Result<Type, Strin
             } else {
                 ""
             };
-            return Err(format!("cannot apply `{}` to {l} and {r}{hint}", op.symbol()));
+            return Err(format!(
+                "cannot apply `{}` to {l} and {r}{hint}",
+                op.symbol()
+            ));
         }
     };
     Ok(result)
@@ -236,18 +259,27 @@ impl Aggregate {
         let Some(t) = value else {
             return match self {
                 Aggregate::Count => Ok(Type::Int),
-                _ => Err(format!("`{}` needs a value, e.g. `{}(purchase.amount)`", self.name(), self.name())),
+                _ => Err(format!(
+                    "`{}` needs a value, e.g. `{}(purchase.amount)`",
+                    self.name(),
+                    self.name()
+                )),
             };
         };
         if t == &Type::Error {
             return Ok(Type::Error);
         }
         match self {
-            Aggregate::Count | Aggregate::CountDistinct | Aggregate::ApproxCountDistinct => Ok(Type::Int),
+            Aggregate::Count | Aggregate::CountDistinct | Aggregate::ApproxCountDistinct => {
+                Ok(Type::Int)
+            }
             Aggregate::Sum => match t {
                 Type::Int => Ok(Type::Int),
                 Type::Float => Ok(Type::Float),
-                Type::Decimal { scale, .. } => Ok(Type::Decimal { precision: 38, scale: *scale }),
+                Type::Decimal { scale, .. } => Ok(Type::Decimal {
+                    precision: 38,
+                    scale: *scale,
+                }),
                 Type::Duration => Ok(Type::Duration),
                 _ => Err(format!("`sum` needs numbers, found {t}")),
             },
@@ -387,8 +419,12 @@ impl Function {
             Function::Month => "month(date | timestamp) -> int",
             Function::Day => "day(date | timestamp) -> int",
             Function::Hour => "hour(timestamp) -> int",
-            Function::DaysBetween => "days_between(from: date | timestamp, to: date | timestamp) -> int",
-            Function::YearsBetween => "years_between(from: date | timestamp, to: date | timestamp) -> int",
+            Function::DaysBetween => {
+                "days_between(from: date | timestamp, to: date | timestamp) -> int"
+            }
+            Function::YearsBetween => {
+                "years_between(from: date | timestamp, to: date | timestamp) -> int"
+            }
             Function::ToString => "to_string(value) -> string",
             Function::ToInt => "to_int(value) -> int",
             Function::ToFloat => "to_float(value) -> float",
@@ -404,7 +440,13 @@ impl Function {
                 Err(format!(
                     "`{}` takes {} argument{}, found {}: {}",
                     self.name(),
-                    if lo == hi { lo.to_string() } else if hi == usize::MAX { format!("at least {lo}") } else { format!("{lo} to {hi}") },
+                    if lo == hi {
+                        lo.to_string()
+                    } else if hi == usize::MAX {
+                        format!("at least {lo}")
+                    } else {
+                        format!("{lo} to {hi}")
+                    },
                     if hi == 1 { "" } else { "s" },
                     args.len(),
                     self.signature()
@@ -417,11 +459,19 @@ impl Function {
         match self {
             F::Lower | F::Upper | F::Trim => {
                 arity(1, 1)?;
-                if is(&args[0], |t| t == &Type::String) { Ok(Type::String) } else { Err(bad()) }
+                if is(&args[0], |t| t == &Type::String) {
+                    Ok(Type::String)
+                } else {
+                    Err(bad())
+                }
             }
             F::Length => {
                 arity(1, 1)?;
-                if is(&args[0], |t| matches!(t, Type::String | Type::List(_))) { Ok(Type::Int) } else { Err(bad()) }
+                if is(&args[0], |t| matches!(t, Type::String | Type::List(_))) {
+                    Ok(Type::Int)
+                } else {
+                    Err(bad())
+                }
             }
             F::Concat => {
                 arity(1, usize::MAX)?;
@@ -429,14 +479,21 @@ impl Function {
             }
             F::Substr => {
                 arity(2, 3)?;
-                let ok = is(&args[0], |t| t == &Type::String) && args[1..].iter().all(|a| is(a, |t| t == &Type::Int));
-                if ok { Ok(Type::String) } else { Err(bad()) }
+                let ok = is(&args[0], |t| t == &Type::String)
+                    && args[1..].iter().all(|a| is(a, |t| t == &Type::Int));
+                if ok {
+                    Ok(Type::String)
+                } else {
+                    Err(bad())
+                }
             }
             F::Coalesce | F::Greatest | F::Least => {
                 arity(1, usize::MAX)?;
                 let mut t = Type::Null;
                 for a in args {
-                    t = t.unify(a).ok_or_else(|| format!("`{}` mixes {t} and {a}", self.name()))?;
+                    t = t
+                        .unify(a)
+                        .ok_or_else(|| format!("`{}` mixes {t} and {a}", self.name()))?;
                 }
                 if self != F::Coalesce && !t.ordered() {
                     return Err(bad());
@@ -446,18 +503,35 @@ impl Function {
             F::If => {
                 arity(3, 3)?;
                 if !is(&args[0], |t| t == &Type::Bool) {
-                    return Err(format!("the condition of `if` must be bool, found {}", args[0]));
+                    return Err(format!(
+                        "the condition of `if` must be bool, found {}",
+                        args[0]
+                    ));
                 }
-                args[1].unify(&args[2]).ok_or_else(|| format!("the branches of `if` have different types: {} and {}", args[1], args[2]))
+                args[1].unify(&args[2]).ok_or_else(|| {
+                    format!(
+                        "the branches of `if` have different types: {} and {}",
+                        args[1], args[2]
+                    )
+                })
             }
             F::Abs | F::Floor | F::Ceil => {
                 arity(1, 1)?;
-                if is(&args[0], Type::is_numeric) { Ok(args[0].clone()) } else { Err(bad()) }
+                if is(&args[0], Type::is_numeric) {
+                    Ok(args[0].clone())
+                } else {
+                    Err(bad())
+                }
             }
             F::Round => {
                 arity(1, 2)?;
-                let ok = is(&args[0], Type::is_numeric) && args[1..].iter().all(|a| is(a, |t| t == &Type::Int));
-                if ok { Ok(args[0].clone()) } else { Err(bad()) }
+                let ok = is(&args[0], Type::is_numeric)
+                    && args[1..].iter().all(|a| is(a, |t| t == &Type::Int));
+                if ok {
+                    Ok(args[0].clone())
+                } else {
+                    Err(bad())
+                }
             }
             F::Now => {
                 arity(0, 0)?;
@@ -465,19 +539,35 @@ impl Function {
             }
             F::Date => {
                 arity(1, 1)?;
-                if is(&args[0], Type::is_temporal) { Ok(Type::Date) } else { Err(bad()) }
+                if is(&args[0], Type::is_temporal) {
+                    Ok(Type::Date)
+                } else {
+                    Err(bad())
+                }
             }
             F::Year | F::Month | F::Day => {
                 arity(1, 1)?;
-                if is(&args[0], Type::is_temporal) { Ok(Type::Int) } else { Err(bad()) }
+                if is(&args[0], Type::is_temporal) {
+                    Ok(Type::Int)
+                } else {
+                    Err(bad())
+                }
             }
             F::Hour => {
                 arity(1, 1)?;
-                if is(&args[0], |t| t == &Type::Timestamp) { Ok(Type::Int) } else { Err(bad()) }
+                if is(&args[0], |t| t == &Type::Timestamp) {
+                    Ok(Type::Int)
+                } else {
+                    Err(bad())
+                }
             }
             F::DaysBetween | F::YearsBetween => {
                 arity(2, 2)?;
-                if args.iter().all(|a| is(a, Type::is_temporal)) { Ok(Type::Int) } else { Err(bad()) }
+                if args.iter().all(|a| is(a, Type::is_temporal)) {
+                    Ok(Type::Int)
+                } else {
+                    Err(bad())
+                }
             }
             F::ToString => {
                 arity(1, 1)?;
@@ -485,11 +575,21 @@ impl Function {
             }
             F::ToInt => {
                 arity(1, 1)?;
-                if is(&args[0], |t| t.is_numeric() || t == &Type::String || t == &Type::Bool) { Ok(Type::Int) } else { Err(bad()) }
+                if is(&args[0], |t| {
+                    t.is_numeric() || t == &Type::String || t == &Type::Bool
+                }) {
+                    Ok(Type::Int)
+                } else {
+                    Err(bad())
+                }
             }
             F::ToFloat => {
                 arity(1, 1)?;
-                if is(&args[0], |t| t.is_numeric() || t == &Type::String) { Ok(Type::Float) } else { Err(bad()) }
+                if is(&args[0], |t| t.is_numeric() || t == &Type::String) {
+                    Ok(Type::Float)
+                } else {
+                    Err(bad())
+                }
             }
         }
     }
@@ -501,28 +601,55 @@ mod tests {
 
     #[test]
     fn division_is_real_division() {
-        assert_eq!(arithmetic(BinaryOp::Div, &Type::Int, &Type::Int), Ok(Type::Float));
+        assert_eq!(
+            arithmetic(BinaryOp::Div, &Type::Int, &Type::Int),
+            Ok(Type::Float)
+        );
     }
 
     #[test]
     fn timestamps_minus_durations_are_timestamps() {
-        assert_eq!(arithmetic(BinaryOp::Sub, &Type::Timestamp, &Type::Duration), Ok(Type::Timestamp));
-        assert_eq!(arithmetic(BinaryOp::Sub, &Type::Timestamp, &Type::Date), Ok(Type::Duration));
-        assert!(arithmetic(BinaryOp::Add, &Type::String, &Type::String).unwrap_err().contains("concat"));
+        assert_eq!(
+            arithmetic(BinaryOp::Sub, &Type::Timestamp, &Type::Duration),
+            Ok(Type::Timestamp)
+        );
+        assert_eq!(
+            arithmetic(BinaryOp::Sub, &Type::Timestamp, &Type::Date),
+            Ok(Type::Duration)
+        );
+        assert!(arithmetic(BinaryOp::Add, &Type::String, &Type::String)
+            .unwrap_err()
+            .contains("concat"));
     }
 
     #[test]
     fn decimals_widen() {
-        let a = Type::Decimal { precision: 12, scale: 2 };
-        let b = Type::Decimal { precision: 5, scale: 4 };
-        assert_eq!(a.unify(&b), Some(Type::Decimal { precision: 14, scale: 4 }));
+        let a = Type::Decimal {
+            precision: 12,
+            scale: 2,
+        };
+        let b = Type::Decimal {
+            precision: 5,
+            scale: 4,
+        };
+        assert_eq!(
+            a.unify(&b),
+            Some(Type::Decimal {
+                precision: 14,
+                scale: 4
+            })
+        );
         assert_eq!(a.unify(&Type::Float), Some(Type::Float));
         assert_eq!(Type::Date.unify(&Type::String), None);
     }
 
     #[test]
     fn only_count_sum_avg_are_invertible() {
-        let inv: Vec<_> = Aggregate::ALL.into_iter().filter(|a| a.invertible()).map(Aggregate::name).collect();
+        let inv: Vec<_> = Aggregate::ALL
+            .into_iter()
+            .filter(|a| a.invertible())
+            .map(Aggregate::name)
+            .collect();
         assert_eq!(inv, ["count", "sum", "avg"]);
     }
 

@@ -157,8 +157,15 @@ fn render_snippet(map: &SourceMap, span: Span, label: Option<&str>, mark: char, 
     let pad = " ".repeat(width);
     out.push_str(&format!("{pad}--> {}:{line}:{col}\n", file.path));
     out.push_str(&format!("{pad} |\n"));
-    let chars: Vec<char> = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
-    let stop = if end_line == line { end_col } else { chars.len() + 1 };
+    let chars: Vec<char> = text
+        .chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .collect();
+    let stop = if end_line == line {
+        end_col
+    } else {
+        chars.len() + 1
+    };
     // Long lines (generated files, minified input) are cut to a window around the span.
     let (from, to) = if chars.len() > MAX_SHOWN {
         let from = (col - 1).saturating_sub(MAX_SHOWN / 3).min(chars.len());
@@ -173,7 +180,11 @@ fn render_snippet(map: &SourceMap, span: Span, label: Option<&str>, mark: char, 
     let caret_start = (col - 1).clamp(from, to) - from + prefix.chars().count();
     let caret_stop = (stop - 1).clamp(from, to) - from + prefix.chars().count();
     let len = caret_stop.saturating_sub(caret_start).max(1);
-    out.push_str(&format!("{pad} | {}{}", " ".repeat(caret_start), mark.to_string().repeat(len)));
+    out.push_str(&format!(
+        "{pad} | {}{}",
+        " ".repeat(caret_start),
+        mark.to_string().repeat(len)
+    ));
     if let Some(label) = label {
         out.push(' ');
         out.push_str(label);

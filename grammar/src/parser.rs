@@ -1097,10 +1097,17 @@ impl Builder {
         if self.expr_depth == 0 && pair.clone().into_inner().flatten().count() > MAX_EXPR_TOKENS {
             let span = self.span(&pair);
             self.diagnostics.push(
-                Diagnostic::error("too-long", span, format!("expression has more than {MAX_EXPR_TOKENS} tokens"))
-                    .with_help("split it into several features or segments"),
+                Diagnostic::error(
+                    "too-long",
+                    span,
+                    format!("expression has more than {MAX_EXPR_TOKENS} tokens"),
+                )
+                .with_help("split it into several features or segments"),
             );
-            return Expr { kind: ExprKind::Null, span };
+            return Expr {
+                kind: ExprKind::Null,
+                span,
+            };
         }
         self.expr_depth += 1;
         let expr = self.pratt(pair.into_inner());
