@@ -13,6 +13,8 @@
 //! Dialect differences live in [`dialect`]; this module decides the shape of the SQL.
 
 pub mod dialect;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
