@@ -11,6 +11,7 @@ pub mod journey;
 pub mod lower;
 pub mod project;
 pub mod sql;
+pub mod stream;
 pub mod types;
 
 pub use check::{check, Checked};

@@ -114,10 +114,10 @@ fn too_deep(text: &str) -> Option<usize> {
                     i += 1;
                 }
             }
-            b'"' => {
+            q @ (b'"' | b'`') => {
                 i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                while i < bytes.len() && bytes[i] != q && bytes[i] != b'\n' {
+                    i += if q == b'"' && bytes[i] == b'\\' { 2 } else { 1 };
                 }
             }
             b'(' | b'[' | b'{' => {
@@ -151,6 +151,39 @@ fn comments(file: FileId, text: &str) -> Vec<Comment> {
             }
         })
         .collect()
+}
+
+/// Pest keeps the whitespace (and comments) it skipped before an optional part that turned out
+/// absent, so a node can end in trivia; this moves `end` back to the node's last token.
+fn trim_trivia(text: &str, start: usize, mut end: usize) -> usize {
+    loop {
+        let trimmed = text[start..end].trim_end().len() + start;
+        let line_start = text[..trimmed].rfind('\n').map_or(0, |i| i + 1).max(start);
+        match comment_start(&text[line_start..trimmed]) {
+            Some(i) => end = line_start + i,
+            None => return trimmed,
+        }
+    }
+}
+
+/// Where a `#` comment starts in one line, skipping strings and quoted names.
+fn comment_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => return Some(i),
+            q @ (b'"' | b'`') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != q {
+                    i += if q == b'"' && bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Skips whitespace and comments from `pos`.
@@ -403,7 +436,8 @@ fn kids(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
 impl Builder {
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, self.base + s.start(), self.base + s.end())
+        let end = trim_trivia(s.get_input(), s.start(), s.end());
+        Span::new(self.file, self.base + s.start(), self.base + end)
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
@@ -1354,3 +1388,39 @@ fn pratt_parser() -> &'static PrattParser<Rule> {
 }
 
 include!(concat!(env!("OUT_DIR"), "/keywords.rs"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_end_at_the_last_token_not_at_trailing_comments() {
+        let text = "source s {\n  columns { a: string  # note\n  b: int }\n}\n";
+        let parsed = parse_file(FileId(0), text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        let DefKind::Source(s) = &parsed.file.definitions[0].kind else {
+            panic!("not a source")
+        };
+        let a = &s.columns[0];
+        assert_eq!(
+            &text[a.span.start as usize..a.span.end as usize],
+            "a: string"
+        );
+    }
+
+    #[test]
+    fn every_syntax_error_of_a_file_is_reported() {
+        let text = "feature a of c = \nfeature b of c = 1\nsegment s of c { x = }\n";
+        let parsed = parse_file(FileId(0), text);
+        assert_eq!(parsed.diagnostics.len(), 2, "{:?}", parsed.diagnostics);
+        assert_eq!(parsed.file.definitions.len(), 1);
+    }
+
+    #[test]
+    fn brackets_in_quoted_names_do_not_count_as_nesting() {
+        let deep = format!("feature `(` of c = {}1{}", "(".repeat(60), ")".repeat(60));
+        assert!(too_deep(&deep).is_none());
+        let too = format!("feature f of c = {}1{}", "(".repeat(70), ")".repeat(70));
+        assert!(too_deep(&too).is_some());
+    }
+}
