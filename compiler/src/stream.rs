@@ -575,7 +575,7 @@ pub fn duration(ms: u64) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms > 0 && ms % len == 0 {
+        if ms > 0 && ms.is_multiple_of(len) {
             return format!("{}{unit}", ms / len);
         }
     }
