@@ -1,1 +1,14 @@
-//! Executes compiled cdp plans (the embedded batch engine, identity, streaming); lands with the runtime issues.
+//! Executes compiled cdp plans. Today: the embedded batch engine ([`batch`]) that loads a
+//! project's sources with their declared types ([`load`], [`schema`]) and runs a compiled SQL
+//! [`Program`] on Apache DataFusion. Identity, streaming operators and sinks land here later.
+
+pub mod batch;
+pub mod error;
+pub mod load;
+pub mod program;
+pub mod schema;
+
+pub use batch::{BatchEngine, RunReport, Table};
+pub use error::{Error, Result};
+pub use load::SourceFiles;
+pub use program::{Program, Statement, Step};

@@ -1,0 +1,359 @@
+//! The embedded batch engine: Apache DataFusion in-process, fed with a project's sources loaded
+//! with their declared types, running a compiled SQL [`Program`] into in-memory tables.
+//!
+//! The API is synchronous (the engine owns a multi-threaded tokio runtime), so the CLI and tests
+//! call it like any library. Tables live in memory for the engine's lifetime; each `Create`
+//! replaces its table, and a `Loop` re-runs its body until its convergence query counts no
+//! changes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cdp_compiler::config::ProjectConfig;
+use cdp_compiler::ir;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::load::{read_source, SourceFiles};
+use crate::program::{Program, Statement, Step};
+use crate::schema::source_schema;
+
+/// A table read back from the engine.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Table {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// What running a program did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunReport {
+    /// Rounds each loop of the program took, in program order.
+    pub loop_rounds: Vec<u32>,
+    /// Wall time of each statement run, by table (loops: summed over rounds).
+    pub timings: Vec<(String, Duration)>,
+}
+
+impl RunReport {
+    /// Rounds of all loops together.
+    pub fn rounds(&self) -> u32 {
+        self.loop_rounds.iter().sum()
+    }
+}
+
+/// DataFusion with the project's sources registered as in-memory tables.
+pub struct BatchEngine {
+    runtime: tokio::runtime::Runtime,
+    ctx: SessionContext,
+    partitions: usize,
+}
+
+impl BatchEngine {
+    /// An engine using every core of the machine.
+    pub fn new() -> Result<BatchEngine> {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        BatchEngine::with_threads(cores)
+    }
+
+    /// An engine running `threads` query threads (and as many partitions per table).
+    pub fn with_threads(threads: usize) -> Result<BatchEngine> {
+        let threads = threads.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("cdp-batch")
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))?;
+        let config = SessionConfig::new()
+            .with_target_partitions(threads)
+            .with_information_schema(true);
+        Ok(BatchEngine {
+            runtime,
+            ctx: SessionContext::new_with_config(config),
+            partitions: threads,
+        })
+    }
+
+    /// The DataFusion session, for callers that need more than this API.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Loads every source of `project` from the files `config` binds it to, relative to the
+    /// project directory `root`. Returns the rows loaded per source table.
+    pub fn register_project_sources(
+        &self,
+        root: &Path,
+        project: &ir::Project,
+        config: &ProjectConfig,
+    ) -> Result<Vec<(String, usize)>> {
+        let mut loaded = Vec::new();
+        for source in &project.sources {
+            let binding = config.sources.get(&source.meta.name).ok_or_else(|| {
+                Error::Config(format!(
+                    "source `{}` has no [sources.{}] binding in cdp.toml",
+                    source.meta.name, source.meta.name
+                ))
+            })?;
+            let files = SourceFiles::from_binding(root, &source.meta.name, binding)?;
+            let rows = self.register_source(source, &files)?;
+            loaded.push((source.table.clone(), rows));
+        }
+        Ok(loaded)
+    }
+
+    /// Loads one source from its files (every value checked against the declared types) and
+    /// registers it under its table name. Returns the number of rows.
+    pub fn register_source(&self, source: &ir::Source, files: &SourceFiles) -> Result<usize> {
+        let schema = source_schema(source)?;
+        let batches = read_source(source, files)?;
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        self.register_batches(&source.table, schema, batches)?;
+        Ok(rows)
+    }
+
+    /// Registers batches as a table `name` (spread over the engine's partitions), replacing any
+    /// table of that name.
+    pub fn register_batches(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
+        let mut partitions = vec![Vec::new(); self.partitions.min(batches.len()).max(1)];
+        let n = partitions.len();
+        for (i, batch) in batches.into_iter().enumerate() {
+            partitions[i % n].push(batch);
+        }
+        let table = MemTable::try_new(schema, partitions)
+            .map_err(|e| Error::Internal(format!("registering `{name}`: {e}")))?;
+        let reference = TableReference::bare(name);
+        self.ctx
+            .deregister_table(reference.clone())
+            .map_err(|e| Error::Internal(format!("replacing `{name}`: {e}")))?;
+        self.ctx
+            .register_table(reference, Arc::new(table))
+            .map_err(|e| Error::Internal(format!("registering `{name}`: {e}")))?;
+        Ok(())
+    }
+
+    /// Runs a program: each `Create` replaces its table; each `Loop` re-runs its body until its
+    /// convergence query returns 0, failing when `max_rounds` rounds did not get there.
+    pub fn run(&self, program: &Program) -> Result<RunReport> {
+        let mut report = RunReport::default();
+        for step in &program.steps {
+            match step {
+                Step::Create(statement) => {
+                    let took = self.create(statement)?;
+                    report.timings.push((statement.table.clone(), took));
+                }
+                Step::Loop {
+                    body,
+                    converged,
+                    max_rounds,
+                } => {
+                    let mut took = vec![Duration::ZERO; body.len()];
+                    let mut rounds = 0;
+                    loop {
+                        if rounds == *max_rounds {
+                            let last_changes = self.changes(converged)?;
+                            return Err(Error::NotConverged {
+                                rounds,
+                                last_changes,
+                            });
+                        }
+                        rounds += 1;
+                        for (statement, t) in body.iter().zip(took.iter_mut()) {
+                            *t += self.create(statement)?;
+                        }
+                        if self.changes(converged)? == 0 {
+                            break;
+                        }
+                    }
+                    report.loop_rounds.push(rounds);
+                    for (statement, t) in body.iter().zip(took) {
+                        report.timings.push((statement.table.clone(), t));
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drops the statement's table if it exists and builds it anew.
+    fn create(&self, statement: &Statement) -> Result<Duration> {
+        let start = Instant::now();
+        let fail = |e: datafusion::error::DataFusionError| Error::Sql {
+            table: Some(statement.table.clone()),
+            sql: statement.sql.clone(),
+            message: e.to_string(),
+        };
+        self.runtime.block_on(async {
+            let drop = format!("DROP TABLE IF EXISTS {}", quote(&statement.table));
+            self.ctx
+                .sql(&drop)
+                .await
+                .map_err(fail)?
+                .collect()
+                .await
+                .map_err(fail)?;
+            self.ctx
+                .sql(&statement.sql)
+                .await
+                .map_err(fail)?
+                .collect()
+                .await
+                .map_err(fail)?;
+            Ok::<_, Error>(())
+        })?;
+        Ok(start.elapsed())
+    }
+
+    /// The number a convergence query returns.
+    fn changes(&self, sql: &str) -> Result<i64> {
+        let table = self.query(sql)?;
+        let bad = |message: String| Error::BadConvergenceQuery {
+            sql: sql.to_string(),
+            message,
+        };
+        let rows = table.num_rows();
+        if rows != 1 || table.schema.fields().len() != 1 {
+            return Err(bad(format!(
+                "it returned {rows} rows of {} columns",
+                table.schema.fields().len()
+            )));
+        }
+        let batch = table
+            .batches
+            .iter()
+            .find(|b| b.num_rows() == 1)
+            .ok_or_else(|| bad("no row".into()))?;
+        let column = batch.column(0);
+        if !column.data_type().is_integer() {
+            return Err(bad(format!("its column is {}", column.data_type())));
+        }
+        let column = datafusion::arrow::compute::cast(column, &DataType::Int64)
+            .map_err(|e| bad(e.to_string()))?;
+        let values = column.as_primitive::<Int64Type>();
+        if values.is_null(0) {
+            // `SELECT count(*) … ` never gives null, but `SELECT sum(…)` over no rows does.
+            return Ok(0);
+        }
+        Ok(values.value(0))
+    }
+
+    /// Runs a query and returns its result.
+    pub fn query(&self, sql: &str) -> Result<Table> {
+        let fail = |e: datafusion::error::DataFusionError| Error::Sql {
+            table: None,
+            sql: sql.to_string(),
+            message: e.to_string(),
+        };
+        self.runtime.block_on(async {
+            let frame = self.ctx.sql(sql).await.map_err(fail)?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await.map_err(fail)?;
+            Ok(Table { schema, batches })
+        })
+    }
+
+    /// Every row of table `name` (as the program or a source named it).
+    pub fn table(&self, name: &str) -> Result<Table> {
+        let reference = TableReference::bare(name);
+        let exists = self
+            .ctx
+            .table_exist(reference.clone())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if !exists {
+            return Err(Error::NoSuchTable(name.to_string()));
+        }
+        self.query(&format!("SELECT * FROM {}", quote(name)))
+    }
+}
+
+/// `name` as a quoted SQL identifier, so that table names keep their case.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(table: &str, sql: &str) -> Statement {
+        Statement {
+            table: table.into(),
+            sql: sql.into(),
+        }
+    }
+
+    #[test]
+    fn loops_run_until_the_convergence_query_counts_nothing() {
+        let engine = BatchEngine::with_threads(2).unwrap();
+        let program = Program {
+            steps: vec![
+                Step::Create(create("n", "CREATE TABLE n AS SELECT 0 AS v")),
+                Step::Loop {
+                    body: vec![
+                        create(
+                            "next",
+                            "CREATE TABLE next AS SELECT least(v + 1, 5) AS v FROM n",
+                        ),
+                        create("prev", "CREATE TABLE prev AS SELECT v FROM n"),
+                        create("n", "CREATE TABLE n AS SELECT v FROM next"),
+                    ],
+                    converged: "SELECT count(*) FROM n JOIN prev ON n.v <> prev.v".into(),
+                    max_rounds: 10,
+                },
+            ],
+        };
+        let report = engine.run(&program).unwrap();
+        assert_eq!(report.loop_rounds, vec![6]);
+        let n = engine.table("n").unwrap();
+        let v = n.batches[0].column(0).as_primitive::<Int64Type>().value(0);
+        assert_eq!(v, 5);
+
+        let too_few = Program {
+            steps: vec![Step::Loop {
+                body: vec![
+                    create("m", "CREATE TABLE m AS SELECT v + 1 AS v FROM n"),
+                    create("n", "CREATE TABLE n AS SELECT v FROM m"),
+                ],
+                converged: "SELECT 1".into(),
+                max_rounds: 3,
+            }],
+        };
+        let err = engine.run(&too_few).unwrap_err();
+        assert!(
+            matches!(err, Error::NotConverged { rounds: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sql_errors_name_the_table() {
+        let engine = BatchEngine::with_threads(1).unwrap();
+        let program = Program {
+            steps: vec![Step::Create(create(
+                "broken",
+                "CREATE TABLE broken AS SELECT nope FROM nowhere",
+            ))],
+        };
+        let err = engine.run(&program).unwrap_err().to_string();
+        assert!(err.contains("building table `broken` failed"), "{err}");
+        assert!(err.contains("nowhere"), "{err}");
+    }
+}
