@@ -1655,6 +1655,23 @@ impl<'a> Checker<'a> {
             );
             return Type::Error;
         }
+        if cx.metric
+            && !matches!(
+                agg,
+                Aggregate::Count
+                    | Aggregate::Sum
+                    | Aggregate::Avg
+                    | Aggregate::Min
+                    | Aggregate::Max
+                    | Aggregate::CountDistinct
+                    | Aggregate::ApproxCountDistinct
+            )
+        {
+            self.diags.push(
+                Diagnostic::error("metric-measures", call.function.span, format!("`{fname}` does not summarize a group; a measure uses count, sum, avg, min, max, count_distinct or approx_count_distinct"))
+            );
+            return Type::Error;
+        }
         if let Some(w) = &call.window {
             self.positive_duration(w, "a window");
             if cx.metric {

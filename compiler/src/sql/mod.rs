@@ -115,6 +115,11 @@ pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Progra
             outputs.push(segments.table.clone());
             steps.push(Step::Create(segments));
         }
+        for metric in project.metrics.iter().filter(|m| m.entity == id) {
+            let kpis = e.metric(metric, entity);
+            outputs.push(kpis.table.clone());
+            steps.push(Step::Create(kpis));
+        }
     }
     Program {
         dialect,
@@ -637,88 +642,8 @@ impl<'p> Emitter<'p> {
             format!("SELECT DISTINCT canonical_id FROM {identity}"),
         ));
 
-        // Rows of each source with the canonical id of their strongest key.
-        let sources = self.bound_sources(entity);
-        for (source, bindings) in &sources {
-            let s = &self.p.sources[source.index()];
-            let mut joins = Vec::new();
-            let mut ids = Vec::new();
-            for (i, b) in bindings.iter().enumerate() {
-                let key = &entity.keys[b.key.index()];
-                let alias = format!("k{i}");
-                joins.push(format!(
-                    "  LEFT JOIN {identity} {alias} ON {alias}.key_name = {} AND {alias}.key_value = {}",
-                    d.string(&key.name),
-                    self.key_value(entity, b, "s")
-                ));
-                ids.push(format!("{alias}.canonical_id"));
-            }
-            let cols: Vec<String> = s
-                .columns
-                .iter()
-                .filter(|c| c.name != "canonical_id")
-                .map(|c| format!("s.{}", self.q(&c.name)))
-                .collect();
-            let id_expr = if ids.len() == 1 {
-                ids[0].clone()
-            } else {
-                format!("COALESCE({})", ids.join(", "))
-            };
-            let where_ = self
-                .visible(*source, "s")
-                .map(|w| format!("\n  WHERE {w}"))
-                .unwrap_or_default();
-            ctes.push((
-                format!("rows_{}", s.meta.name),
-                format!(
-                    "SELECT {id_expr} AS canonical_id, {}\n  FROM {} s\n{}{where_}",
-                    cols.join(", "),
-                    self.q(&s.table),
-                    joins.join("\n")
-                ),
-            ));
-        }
-
-        // Events of each behavior of the entity that something reads.
         let used = self.used_behaviors(id);
-        for b in &used {
-            let beh = &self.p.behaviors[b.index()];
-            let s = &self.p.sources[beh.source.index()];
-            let time = &s.columns[beh.time.index()];
-            let time_col = if time.ty == Type::Date {
-                format!("CAST({} AS TIMESTAMP)", self.q(&time.name))
-            } else {
-                self.q(&time.name)
-            };
-            let cols: Vec<String> = s
-                .columns
-                .iter()
-                .filter(|c| c.name != "canonical_id" && c.name != "event_time")
-                .map(|c| self.q(&c.name))
-                .collect();
-            let mut conds = vec![
-                "canonical_id IS NOT NULL".to_string(),
-                format!("{} <= {}", self.q(&time.name), self.as_of),
-            ];
-            if let Some(f) = &beh.filter {
-                conds.push(self.expr(
-                    f,
-                    &Scope::Row {
-                        source: beh.source,
-                        alias: None,
-                    },
-                ));
-            }
-            ctes.push((
-                format!("ev_{}", beh.meta.name),
-                format!(
-                    "SELECT canonical_id, {time_col} AS event_time, {}\n  FROM rows_{}\n  WHERE {}",
-                    cols.join(", "),
-                    s.meta.name,
-                    conds.join("\n    AND ")
-                ),
-            ));
-        }
+        ctes.extend(self.event_ctes(entity, &used, true));
 
         // Aggregates: the simple ones of a behavior in one GROUP BY, the ordered ones apart.
         let mut joins: Vec<String> = Vec::new();
@@ -1006,6 +931,110 @@ impl<'p> Emitter<'p> {
         }
     }
 
+    /// CTEs with the rows of each bound source (visible at the as-of time, with the canonical id
+    /// of their strongest key) and the events of the given behaviors. `all_sources` keeps the
+    /// rows of sources no behavior reads (attributes read them).
+    fn event_ctes(
+        &self,
+        entity: &'p Entity,
+        behaviors: &[BehaviorId],
+        all_sources: bool,
+    ) -> Vec<(String, String)> {
+        let d = self.d;
+        let identity = self.table(entity, "identity");
+        let mut ctes = Vec::new();
+        // Rows of each source with the canonical id of their strongest key.
+        let sources = self.bound_sources(entity);
+        for (source, bindings) in &sources {
+            if !all_sources
+                && !behaviors
+                    .iter()
+                    .any(|b| self.p.behaviors[b.index()].source == *source)
+            {
+                continue;
+            }
+            let s = &self.p.sources[source.index()];
+            let mut joins = Vec::new();
+            let mut ids = Vec::new();
+            for (i, b) in bindings.iter().enumerate() {
+                let key = &entity.keys[b.key.index()];
+                let alias = format!("k{i}");
+                joins.push(format!(
+                    "  LEFT JOIN {identity} {alias} ON {alias}.key_name = {} AND {alias}.key_value = {}",
+                    d.string(&key.name),
+                    self.key_value(entity, b, "s")
+                ));
+                ids.push(format!("{alias}.canonical_id"));
+            }
+            let cols: Vec<String> = s
+                .columns
+                .iter()
+                .filter(|c| c.name != "canonical_id")
+                .map(|c| format!("s.{}", self.q(&c.name)))
+                .collect();
+            let id_expr = if ids.len() == 1 {
+                ids[0].clone()
+            } else {
+                format!("COALESCE({})", ids.join(", "))
+            };
+            let where_ = self
+                .visible(*source, "s")
+                .map(|w| format!("\n  WHERE {w}"))
+                .unwrap_or_default();
+            ctes.push((
+                format!("rows_{}", s.meta.name),
+                format!(
+                    "SELECT {id_expr} AS canonical_id, {}\n  FROM {} s\n{}{where_}",
+                    cols.join(", "),
+                    self.q(&s.table),
+                    joins.join("\n")
+                ),
+            ));
+        }
+
+        // Events of each behavior of the entity that something reads.
+        for b in behaviors {
+            let beh = &self.p.behaviors[b.index()];
+            let s = &self.p.sources[beh.source.index()];
+            let time = &s.columns[beh.time.index()];
+            let time_col = if time.ty == Type::Date {
+                format!("CAST({} AS TIMESTAMP)", self.q(&time.name))
+            } else {
+                self.q(&time.name)
+            };
+            let cols: Vec<String> = s
+                .columns
+                .iter()
+                .filter(|c| c.name != "canonical_id" && c.name != "event_time")
+                .map(|c| self.q(&c.name))
+                .collect();
+            let mut conds = vec![
+                "canonical_id IS NOT NULL".to_string(),
+                format!("{} <= {}", self.q(&time.name), self.as_of),
+            ];
+            if let Some(f) = &beh.filter {
+                conds.push(self.expr(
+                    f,
+                    &Scope::Row {
+                        source: beh.source,
+                        alias: None,
+                    },
+                ));
+            }
+            ctes.push((
+                format!("ev_{}", beh.meta.name),
+                format!(
+                    "SELECT canonical_id, {time_col} AS event_time, {}\n  FROM rows_{}\n  WHERE {}",
+                    cols.join(", "),
+                    s.meta.name,
+                    conds.join("\n    AND ")
+                ),
+            ));
+        }
+
+        ctes
+    }
+
     fn profile_value_name(&self, v: ProfileValue, entity: EntityId) -> Option<&str> {
         match v {
             ProfileValue::Attribute(a) => Some(&self.p.attributes[a.index()])
@@ -1204,6 +1233,201 @@ impl<'p> Emitter<'p> {
                 format!("LEFT JOIN seq_{i}_members s_{i} ON s_{i}.canonical_id = p.canonical_id")
             })
             .collect()
+    }
+
+    // ---------------------------------------------------------------------- metrics
+
+    /// One row per segment for the period (T - grain, T]: population and measures over the
+    /// members (profile values as of T) and over the members' events in the period.
+    fn metric(&self, m: &'p Metric, entity: &'p Entity) -> Statement {
+        let d = self.d;
+        let table = self.q(&m.meta.name);
+        let profile = self.table(entity, "profile");
+        let seg_table = self.table(entity, "segments");
+        let start = format!("{} - {}", self.as_of, d.interval(m.grain_ms));
+        let segments: Vec<&str> = if m.segments.is_empty() {
+            vec!["all"]
+        } else {
+            m.segments
+                .iter()
+                .map(|s| self.p.segments[s.index()].meta.name.as_str())
+                .collect()
+        };
+        let members = if m.segments.is_empty() {
+            format!("SELECT canonical_id, 'all' AS segment FROM {profile}")
+        } else {
+            let list: Vec<String> = segments.iter().map(|s| d.string(s)).collect();
+            format!(
+                "SELECT canonical_id, segment FROM {seg_table} WHERE segment IN ({})",
+                list.join(", ")
+            )
+        };
+        // Leaves of the measures: aggregates over members, or over the members' events.
+        let mut member_cols: Vec<String> = Vec::new();
+        let mut event_cols: BTreeMap<BehaviorId, Vec<String>> = BTreeMap::new();
+        let mut printed = Vec::new();
+        for measure in &m.measures {
+            let mut leaf = |x: &MeasureExpr| -> String {
+                match x {
+                    MeasureExpr::Population => {
+                        let col = format!("m_{}", member_cols.len());
+                        member_cols.push(format!("count(*) AS {col}"));
+                        format!("COALESCE(ms.{col}, 0)")
+                    }
+                    MeasureExpr::OverMembers { function, value } => {
+                        let col = format!("m_{}", member_cols.len());
+                        let v = self.expr(value, &Scope::Profile);
+                        member_cols.push(format!(
+                            "{} AS {col}",
+                            self.kpi_aggregate(*function, Some(&v))
+                        ));
+                        self.kpi_default(*function, &format!("ms.{col}"))
+                    }
+                    MeasureExpr::OverEvents {
+                        behavior,
+                        function,
+                        value,
+                        filter,
+                    } => {
+                        let cols = event_cols.entry(*behavior).or_default();
+                        let col = format!("e{}_{}", behavior.0, cols.len());
+                        let row = Scope::Row {
+                            source: self.p.behaviors[behavior.index()].source,
+                            alias: Some("e"),
+                        };
+                        let v = value.as_ref().map(|v| self.expr(v, &row));
+                        let v = match filter {
+                            Some(f) => Some(format!(
+                                "CASE WHEN {} THEN {} END",
+                                self.expr(f, &row),
+                                v.unwrap_or_else(|| "1".into())
+                            )),
+                            None => v,
+                        };
+                        cols.push(format!(
+                            "{} AS {col}",
+                            self.kpi_aggregate(*function, v.as_deref())
+                        ));
+                        self.kpi_default(*function, &format!("es{}.{col}", behavior.0))
+                    }
+                    _ => String::new(),
+                }
+            };
+            let text = self.measure_expr(&measure.value, &mut leaf);
+            printed.push(format!("{text} AS {}", self.q(&measure.name)));
+        }
+        let behaviors: Vec<BehaviorId> = event_cols.keys().copied().collect();
+        let mut ctes = vec![("members".to_string(), members)];
+        ctes.extend(self.event_ctes(entity, &behaviors, false));
+        let list: Vec<String> = segments
+            .iter()
+            .map(|s| format!("SELECT {} AS segment", d.string(s)))
+            .collect();
+        ctes.push(("measured_segments".into(), list.join("\n  UNION ALL\n  ")));
+        if !member_cols.is_empty() {
+            ctes.push((
+                "member_stats".into(),
+                format!(
+                    "SELECT m.segment,\n         {}\n  FROM members m\n  JOIN {profile} p ON p.canonical_id = m.canonical_id\n  GROUP BY m.segment",
+                    member_cols.join(",\n         ")
+                ),
+            ));
+        }
+        for (b, cols) in &event_cols {
+            let beh = &self.p.behaviors[b.index()];
+            ctes.push((
+                format!("event_stats_{}", beh.meta.name),
+                format!(
+                    "SELECT m.segment,\n         {}\n  FROM members m\n  JOIN ev_{} e ON e.canonical_id = m.canonical_id\n  WHERE e.event_time > {start}\n  GROUP BY m.segment",
+                    cols.join(",\n         "),
+                    beh.meta.name
+                ),
+            ));
+        }
+        let mut joins = Vec::new();
+        if !member_cols.is_empty() {
+            joins.push("LEFT JOIN member_stats ms ON ms.segment = s.segment".to_string());
+        }
+        for b in event_cols.keys() {
+            let name = &self.p.behaviors[b.index()].meta.name;
+            joins.push(format!(
+                "LEFT JOIN event_stats_{name} es{} ON es{}.segment = s.segment",
+                b.0, b.0
+            ));
+        }
+        let mut sql = self.header(
+            &format!(
+                "metric {}: one row per segment for the period ending at the as-of time",
+                m.meta.name
+            ),
+            &[&m.meta.name],
+        );
+        let body: Vec<String> = ctes
+            .iter()
+            .map(|(n, q)| format!("{} AS (\n  {q}\n)", self.q(n)))
+            .collect();
+        let _ = write!(
+            sql,
+            "CREATE TABLE {table} AS\nWITH {}\nSELECT s.segment,\n       {start} AS period_start,\n       {} AS period_end,\n       {}\nFROM measured_segments s\n{}",
+            body.join(",\n"),
+            self.as_of,
+            printed.join(",\n       "),
+            joins.join("\n")
+        );
+        Statement {
+            table: unquote(&table),
+            sql,
+        }
+    }
+
+    fn measure_expr(
+        &self,
+        x: &MeasureExpr,
+        leaf: &mut dyn FnMut(&MeasureExpr) -> String,
+    ) -> String {
+        match x {
+            MeasureExpr::Literal(l) => self.literal(l),
+            MeasureExpr::Neg(inner) => format!("-({})", self.measure_expr(inner, leaf)),
+            MeasureExpr::Binary { op, left, right } => {
+                let (l, r) = (
+                    self.measure_expr(left, leaf),
+                    self.measure_expr(right, leaf),
+                );
+                match op {
+                    BinaryOp::Div => self.d.divide(&l, &r),
+                    BinaryOp::Rem => self.d.remainder(&l, &r),
+                    _ => format!("({l} {} {r})", binary_symbol(*op)),
+                }
+            }
+            _ => leaf(x),
+        }
+    }
+
+    /// An aggregate of a KPI leaf over a group of members or events.
+    fn kpi_aggregate(&self, f: AggFn, v: Option<&str>) -> String {
+        let v = v.unwrap_or("1");
+        match f {
+            AggFn::Count => format!("count({v})"),
+            AggFn::Avg => format!("avg(CAST({v} AS {}))", self.d.double()),
+            AggFn::CountDistinct => format!("count(DISTINCT {v})"),
+            AggFn::ApproxCountDistinct => match self.d {
+                Dialect::DataFusion | Dialect::Trino => format!("approx_distinct({v})"),
+                Dialect::DuckDb | Dialect::Spark => format!("approx_count_distinct({v})"),
+                Dialect::Postgres => format!("count(DISTINCT {v})"),
+            },
+            // The checker allows only the aggregates above and sum/min/max in measures.
+            other => format!("{}({v})", other.name()),
+        }
+    }
+
+    /// Counts and sums of nothing are 0; the other aggregates of nothing are null.
+    fn kpi_default(&self, f: AggFn, col: &str) -> String {
+        match f {
+            AggFn::Count | AggFn::CountDistinct | AggFn::ApproxCountDistinct | AggFn::Sum => {
+                format!("COALESCE({col}, 0)")
+            }
+            _ => col.to_string(),
+        }
     }
 
     // ---------------------------------------------------------------------- segments
