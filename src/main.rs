@@ -4,15 +4,19 @@
 use std::io::Write;
 use std::panic;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cdp::cli::{self, EXIT_INTERNAL};
 
 fn main() -> ExitCode {
     panic::set_hook(Box::new(report_internal_error));
     let code = panic::catch_unwind(|| {
-        let stdout = std::io::stdout();
-        let stderr = std::io::stderr();
-        cli::run(std::env::args_os(), &mut stdout.lock(), &mut stderr.lock())
+        // stderr stays unlocked: the panic hook writes to it, possibly from another thread.
+        cli::run(
+            std::env::args_os(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        )
     })
     .unwrap_or(EXIT_INTERNAL);
     ExitCode::from(code)
@@ -21,6 +25,11 @@ fn main() -> ExitCode {
 /// Replaces Rust's default panic message: users get what happened and where to report it;
 /// developers get the backtrace when they ask for it with `RUST_BACKTRACE=1`.
 fn report_internal_error(info: &panic::PanicHookInfo<'_>) {
+    // The first panic is the bug; any later one (a retry, a thread joining a panicked one) is noise.
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    if REPORTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
     let message = info
         .payload()
         .downcast_ref::<&str>()
@@ -38,7 +47,7 @@ fn report_internal_error(info: &panic::PanicHookInfo<'_>) {
          This is a bug in cdp, not in your project; please report it with the command you ran \
          and the files involved."
     );
-    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| !v.is_empty() && v != "0") {
         let _ = writeln!(err, "{}", std::backtrace::Backtrace::force_capture());
     }
 }

@@ -169,7 +169,7 @@ impl Generator {
 
     fn attributes(&mut self, out: &mut String) {
         out.push_str(
-            "attribute email of customer = lower(trim(customers.email)) latest by signup_at\n\n\
+            "attribute contact_email of customer = lower(trim(customers.email)) latest by signup_at\n\n\
              attribute country of customer = customers.country latest by signup_at\n\n\
              attribute signup_at of customer = customers.signup_at earliest by signup_at\n\n\
              attribute opted_in of customer = customers.opted_in latest by signup_at\n\n",
@@ -293,7 +293,9 @@ impl Generator {
             4 => format!("{s} not in [\"{cat}\", \"unknown\"]"),
             5 => format!("{s} contains \"{}\"", &cat[..2]),
             6 => format!("{s} starts with \"{}\" or {s} ends with \"s\"", &cat[..1]),
-            7 => "email matches \"^[a-z]+\\\\.[a-z]+@\" and email is set".to_string(),
+            7 => {
+                "contact_email matches \"^[a-z]+\\\\.[a-z]+@\" and contact_email is set".to_string()
+            }
             8 => format!("{t} within last {w}"),
             9 => format!("{t} before now() - 30d"),
             10 => format!("{t} after timestamp \"2024-01-01 00:00:00\""),
@@ -344,14 +346,14 @@ impl Generator {
             };
             let _ = writeln!(
                 out,
-                "activation {name} of customer {{\n  segment {seg}\n  to {to}\n  columns [email, country, {n}]\n  \
+                "activation {name} of customer {{\n  segment {seg}\n  to {to}\n  columns [contact_email, country, {n}]\n  \
                  schedule {schedule}\n  deliver changes\n}}"
             );
         } else {
             let _ = writeln!(
                 out,
                 "activation {name} of customer {{\n  to webhook \"https://esp.example.com/hooks/{name}\"\n  \
-                 columns [email, {n}]\n}}"
+                 columns [contact_email, {n}]\n}}"
             );
             self.messages.push(name);
         }

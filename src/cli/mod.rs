@@ -5,6 +5,7 @@
 //! in process.
 
 mod check;
+mod fmt;
 mod graph;
 mod init;
 
@@ -65,6 +66,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
+    /// Fails on purpose, so that tests see what a user sees when cdp has a bug.
+    #[command(hide = true)]
+    InternalPanic,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,10 +118,9 @@ pub fn run(
     let outcome = match cli.command {
         Command::Init { dir } => init::run(&dir, out),
         Command::Check { dir, format } => check::run(&dir, format, out),
-        Command::Fmt { .. } => Err(Failure::Internal(
-            "fmt: the formatter is not built yet".into(),
-        )),
+        Command::Fmt { dir, check } => fmt::run(&dir, check, out, err),
         Command::Graph { dir, format } => graph::run(&dir, format, out, err),
+        Command::InternalPanic => panic!("`cdp internal-panic` fails on purpose"),
     };
     let outcome = outcome.and_then(|()| out.flush().map_err(Failure::from));
     match outcome {

@@ -1,1 +1,5 @@
-fn main() {}
+//! End-to-end tests: one test binary, one module per area.
+
+mod bench_project;
+mod cli;
+mod no_panic;
