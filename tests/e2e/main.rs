@@ -2,4 +2,5 @@
 
 mod bench_project;
 mod cli;
+mod corpus;
 mod no_panic;
