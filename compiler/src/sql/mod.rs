@@ -102,6 +102,7 @@ pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Progra
         d: dialect,
         as_of: dialect.timestamp(as_of_micros),
         as_of_text: dialect::format_micros(as_of_micros),
+        pit: None,
     };
     let mut steps = Vec::new();
     let mut outputs = Vec::new();
@@ -128,12 +129,62 @@ pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Progra
     }
 }
 
+/// A point-in-time training set: for every row of the spine table `<entity>_spine` (the
+/// entity's `key` and a timestamp `ts`), the attributes, features and segment memberships as of
+/// that row's own `ts`. Identity is resolved as of `as_of_micros` (the run's time).
+pub fn training_set(
+    project: &Project,
+    dialect: Dialect,
+    as_of_micros: i64,
+    entity: &str,
+    key: Option<&str>,
+) -> Result<Program, String> {
+    let (id, ent) = project
+        .entities
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.meta.name == entity)
+        .ok_or_else(|| format!("no entity named `{entity}`"))?;
+    let key = match key {
+        Some(k) => ent
+            .keys
+            .iter()
+            .position(|x| x.name == k)
+            .ok_or_else(|| format!("entity `{entity}` has no key `{k}`"))?,
+        None => 0,
+    };
+    let mut e = Emitter {
+        p: project,
+        d: dialect,
+        as_of: dialect.timestamp(as_of_micros),
+        as_of_text: dialect::format_micros(as_of_micros),
+        pit: None,
+    };
+    let mut steps = Vec::new();
+    let mut outputs = Vec::new();
+    let id = EntityId(id as u32);
+    e.identity(id, ent, &mut steps, &mut outputs);
+    e.pit = Some(KeyId(key as u32));
+    e.as_of = "spine_ts".to_string();
+    let statement = e.profile(id, ent);
+    outputs = vec![statement.table.clone()];
+    steps.push(Step::Create(statement));
+    Ok(Program {
+        dialect,
+        steps,
+        outputs,
+    })
+}
+
 struct Emitter<'p> {
     p: &'p Project,
     d: Dialect,
     /// The as-of literal, e.g. `TIMESTAMP '2024-12-01 00:00:00'`.
     as_of: String,
     as_of_text: String,
+    /// Point-in-time mode (training sets): the spine's key; `as_of` is then the `spine_ts`
+    /// column of each spine point, and "profiles" are (profile, timestamp) points.
+    pit: Option<KeyId>,
 }
 
 /// How names print in an expression.
@@ -358,7 +409,6 @@ impl<'p> Emitter<'p> {
     /// The normalized value of `key` from a row of `source` (printed with table alias `alias`):
     /// cast to text, normalized, and null when excluded.
     fn key_value(&self, entity: &Entity, binding: &KeyBinding, alias: &str) -> String {
-        let key = &entity.keys[binding.key.index()];
         let raw = self.expr(
             &binding.value,
             &Scope::Row {
@@ -366,8 +416,14 @@ impl<'p> Emitter<'p> {
                 alias: Some(alias),
             },
         );
-        let raw = if binding.value.ty == Type::String {
-            raw
+        self.normalized_key(entity, binding.key, &raw, &binding.value.ty)
+    }
+
+    /// A raw printed key value of type `ty`, cast to text, normalized, null when excluded.
+    fn normalized_key(&self, entity: &Entity, key: KeyId, raw: &str, ty: &Type) -> String {
+        let key = &entity.keys[key.index()];
+        let raw = if *ty == Type::String {
+            raw.to_string()
         } else {
             format!("CAST({raw} AS {})", self.d.type_name(&Type::String))
         };
@@ -384,6 +440,63 @@ impl<'p> Emitter<'p> {
                 excluded.join(", ")
             )
         }
+    }
+
+    /// The as-of time as seen from a table alias: the literal, or the point's own time.
+    fn as_of_at(&self, alias: &str) -> String {
+        match self.pit {
+            Some(_) => format!("{alias}.spine_ts"),
+            None => self.as_of.clone(),
+        }
+    }
+
+    /// The distinct (profile, timestamp) points of the spine, each with an id.
+    fn spine_points(&self, entity: &Entity, key: KeyId) -> String {
+        let spine = self.table(entity, "spine");
+        let identity = self.table(entity, "identity");
+        let key_col = self.q(&entity.keys[key.index()].name);
+        format!(
+            "SELECT DISTINCT i.canonical_id, sp.ts AS spine_ts, {} AS pit_id\n  FROM {spine} sp\n  JOIN {identity} i ON i.key_name = {} AND i.key_value = {}",
+            self.pit_id("i.canonical_id", "sp.ts"),
+            self.d.string(&entity.keys[key.index()].name),
+            self.normalized_key(entity, key, &format!("sp.{key_col}"), &Type::String),
+        )
+    }
+
+    /// The id of a (profile, timestamp) point: used as the profile key in point-in-time mode.
+    fn pit_id(&self, canonical_id: &str, ts: &str) -> String {
+        let text = self.d.type_name(&Type::String);
+        self.d.concat2(
+            &self.d.concat2(canonical_id, "'@'"),
+            &format!("CAST({ts} AS {text})"),
+        )
+    }
+
+    /// The rows of a source an attribute picks from: all visible rows, or in point-in-time mode
+    /// the rows each point had seen, keyed by the point.
+    fn source_rows(&self, source: SourceId) -> String {
+        let s = &self.p.sources[source.index()];
+        if self.pit.is_none() {
+            return format!("rows_{}", s.meta.name);
+        }
+        let cols: Vec<String> = s
+            .columns
+            .iter()
+            .filter(|c| c.name != "canonical_id")
+            .map(|c| format!("r.{}", self.q(&c.name)))
+            .collect();
+        let seen = match s.time {
+            Some(t) => format!(
+                " AND r.{} <= p.spine_ts",
+                self.q(&s.columns[t.index()].name)
+            ),
+            None => String::new(),
+        };
+        format!(
+            "(SELECT p.pit_id AS canonical_id, {} FROM spine_points p JOIN rows_{} r ON r.canonical_id = p.canonical_id{seen})",
+            cols.join(", "),
+            s.meta.name
+        )
     }
 
     /// When a row of this source was seen, for first-seen ordering.
@@ -637,10 +750,19 @@ impl<'p> Emitter<'p> {
         let profile = self.table(entity, "profile");
         let identity = self.table(entity, "identity");
         let mut ctes: Vec<(String, String)> = Vec::new();
-        ctes.push((
-            "profiles".into(),
-            format!("SELECT DISTINCT canonical_id FROM {identity}"),
-        ));
+        match self.pit {
+            None => ctes.push((
+                "profiles".into(),
+                format!("SELECT DISTINCT canonical_id FROM {identity}"),
+            )),
+            Some(key) => {
+                ctes.push(("spine_points".into(), self.spine_points(entity, key)));
+                ctes.push((
+                    "profiles".into(),
+                    "SELECT pit_id AS canonical_id, spine_ts FROM spine_points".into(),
+                ));
+            }
+        }
 
         let used = self.used_behaviors(id);
         ctes.extend(self.event_ctes(entity, &used, true));
@@ -836,9 +958,9 @@ impl<'p> Emitter<'p> {
                 ctes.push((
                     cte.clone(),
                     format!(
-                        "SELECT canonical_id, v\n  FROM (\n    SELECT canonical_id, v, ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY {order}) AS rn\n    FROM (SELECT canonical_id, {}, {v} AS v FROM rows_{}) r\n    WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
+                        "SELECT canonical_id, v\n  FROM (\n    SELECT canonical_id, v, ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY {order}) AS rn\n    FROM (SELECT canonical_id, {}, {v} AS v FROM {}) r\n    WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
                         order_by.map_or_else(|| "1 AS unordered".to_string(), |c| self.q(&s.columns[c.index()].name)),
-                        s.meta.name
+                        self.source_rows(*source)
                     ),
                 ));
                 attr_columns.push(format!("a_{i}.v AS {}", self.q(&a.meta.name)));
@@ -851,6 +973,9 @@ impl<'p> Emitter<'p> {
 
         // Layer 0: profiles with aggregates, sequences and source attributes.
         let mut layer0_cols = vec!["p.canonical_id".to_string()];
+        if self.pit.is_some() {
+            layer0_cols.push("p.spine_ts".to_string());
+        }
         layer0_cols.extend(agg_columns);
         layer0_cols.extend(seq_columns);
         layer0_cols.extend(attr_columns);
@@ -914,19 +1039,50 @@ impl<'p> Emitter<'p> {
             ),
             &defs,
         );
-        let _ = write!(sql, "CREATE TABLE {profile} AS\nWITH ");
+        let identity = self.table(entity, "identity");
         let body: Vec<String> = ctes
             .iter()
             .map(|(n, q)| format!("{} AS (\n  {q}\n)", self.q(n)))
             .collect();
-        sql.push_str(&body.join(",\n"));
+        let Some(key) = self.pit else {
+            let _ = write!(sql, "CREATE TABLE {profile} AS\nWITH ");
+            sql.push_str(&body.join(",\n"));
+            let _ = write!(
+                sql,
+                "\nSELECT {}\nFROM layer_{max_depth}",
+                final_cols.join(",\n       ")
+            );
+            return Statement {
+                table: unquote(&profile),
+                sql,
+            };
+        };
+        // Training set: every spine row, with the values of its (profile, timestamp) point.
+        let table = self.table(entity, "training_set");
+        let spine = self.table(entity, "spine");
+        let key_col = self.q(&entity.keys[key.index()].name);
+        let values: Vec<String> = ordered
+            .iter()
+            .map(|(_, n)| format!("l.{}", self.q(n)))
+            .collect();
+        let mut sql = self.header(
+            &format!(
+                "{}: point-in-time training set, each spine row with the values as of its own `ts`",
+                entity.meta.name
+            ),
+            &defs,
+        );
         let _ = write!(
             sql,
-            "\nSELECT {}\nFROM layer_{max_depth}",
-            final_cols.join(",\n       ")
+            "CREATE TABLE {table} AS\nWITH {}\nSELECT sp.{key_col}, sp.ts,\n       {}\nFROM {spine} sp\nLEFT JOIN {identity} i ON i.key_name = {} AND i.key_value = {}\nLEFT JOIN layer_{max_depth} l ON l.canonical_id = {}",
+            body.join(",\n"),
+            values.join(",\n       "),
+            d.string(&entity.keys[key.index()].name),
+            self.normalized_key(entity, key, &format!("sp.{key_col}"), &Type::String),
+            self.pit_id("i.canonical_id", "sp.ts"),
         );
         Statement {
-            table: unquote(&profile),
+            table: unquote(&table),
             sql,
         }
     }
@@ -977,8 +1133,10 @@ impl<'p> Emitter<'p> {
             } else {
                 format!("COALESCE({})", ids.join(", "))
             };
+            // In point-in-time mode each spine point sees the rows up to its own time instead.
             let where_ = self
                 .visible(*source, "s")
+                .filter(|_| self.pit.is_none())
                 .map(|w| format!("\n  WHERE {w}"))
                 .unwrap_or_default();
             ctes.push((
@@ -1008,6 +1166,29 @@ impl<'p> Emitter<'p> {
                 .filter(|c| c.name != "canonical_id" && c.name != "event_time")
                 .map(|c| self.q(&c.name))
                 .collect();
+            if self.pit.is_some() {
+                let mut conds = vec![format!("r.{} <= p.spine_ts", self.q(&time.name))];
+                if let Some(f) = &beh.filter {
+                    conds.push(self.expr(
+                        f,
+                        &Scope::Row {
+                            source: beh.source,
+                            alias: Some("r"),
+                        },
+                    ));
+                }
+                let cols: Vec<String> = cols.iter().map(|c| format!("r.{c}")).collect();
+                ctes.push((
+                    format!("ev_{}", beh.meta.name),
+                    format!(
+                        "SELECT p.pit_id AS canonical_id, p.spine_ts, r.{time_col} AS event_time, {}\n  FROM spine_points p\n  JOIN rows_{} r ON r.canonical_id = p.canonical_id\n  WHERE {}",
+                        cols.join(", "),
+                        s.meta.name,
+                        conds.join("\n    AND ")
+                    ),
+                ));
+                continue;
+            }
             let mut conds = vec![
                 "canonical_id IS NOT NULL".to_string(),
                 format!("{} <= {}", self.q(&time.name), self.as_of),
@@ -1185,7 +1366,7 @@ impl<'p> Emitter<'p> {
         if let Some(w) = seq.window_ms {
             conds.push(format!(
                 "e0.event_time > {} - {}",
-                self.as_of,
+                self.as_of_at("e0"),
                 self.d.interval(w)
             ));
         }
@@ -1201,7 +1382,10 @@ impl<'p> Emitter<'p> {
                 on.push(self.expr(f, &row(t.step.behavior, cur)));
             }
             if t.negated {
-                conds.push(format!("{prev}.event_time + {within} <= {}", self.as_of));
+                conds.push(format!(
+                    "{prev}.event_time + {within} <= {}",
+                    self.as_of_at(prev)
+                ));
                 conds.push(format!(
                     "NOT EXISTS (\n      SELECT 1 FROM {} {cur}\n      WHERE {}\n    )",
                     ev(t.step.behavior),

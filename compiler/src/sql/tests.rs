@@ -54,3 +54,20 @@ fn compiled_sql_is_deterministic() {
         example_program("retail", Dialect::Postgres)
     );
 }
+
+#[test]
+fn retail_training_set_sql() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/retail");
+    let checked = crate::check(&crate::load_project(&dir).expect("example loads"));
+    let ir = crate::lower(&checked).expect("example lowers");
+    let program =
+        super::training_set(&ir, Dialect::DataFusion, AS_OF, "customer", None).expect("compiles");
+    assert_eq!(program.outputs, ["customer_training_set"]);
+    let script = program.to_script();
+    // Nothing after a spine point's own time may leak in: every event relation is bounded by it.
+    assert!(script.contains("r.order_ts <= p.spine_ts"), "{script}");
+    insta::assert_snapshot!("retail_training_set_datafusion", script);
+    let err = super::training_set(&ir, Dialect::DataFusion, AS_OF, "customer", Some("phone"))
+        .unwrap_err();
+    assert!(err.contains("no key `phone`"), "{err}");
+}
