@@ -205,9 +205,11 @@ fn skip_trivia(text: &str, mut pos: usize) -> usize {
 
 /// The start of the first line after `from` that begins with a definition keyword.
 fn next_definition_start(text: &str, from: usize) -> usize {
-    let mut line_start = text[..from.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let mut from = from.min(text.len());
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let mut line_start = text[..from].rfind('\n').map_or(0, |i| i + 1);
     loop {
         let Some(nl) = text[line_start..].find('\n') else {
             return text.len();
@@ -230,7 +232,8 @@ fn next_definition_start(text: &str, from: usize) -> usize {
 fn syntax_error(file: FileId, text: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnostic {
     let at = at.min(text.len());
     let found = found_token(text, at);
-    let end = at + found.len().max(usize::from(at < text.len()));
+    let first_char = text[at..].chars().next().map_or(0, char::len_utf8);
+    let end = at + found.len().max(first_char);
     let mut expected = match variant {
         ErrorVariant::ParsingError { positives, .. } => {
             // A place where any expression may start lists a dozen literal kinds; say it once.

@@ -163,6 +163,19 @@ impl Dialect {
         }
     }
 
+    /// The integer value (0 .. 2^32) of the first 8 hexadecimal digits of a lower-case hex string,
+    /// digit by digit so that every engine computes it the same way.
+    pub fn hex8_value(self, hex: &str) -> String {
+        let digit = |k: usize| match self {
+            Dialect::Spark => format!("(instr('0123456789abcdef', substr({hex}, {k}, 1)) - 1)"),
+            _ => format!("(strpos('0123456789abcdef', substr({hex}, {k}, 1)) - 1)"),
+        };
+        let terms: Vec<String> = (1..=8)
+            .map(|k| format!("{} * {}", digit(k), 16u64.pow(8 - k as u32)))
+            .collect();
+        format!("CAST({} AS BIGINT)", terms.join(" + "))
+    }
+
     /// String concatenation of two non-null strings.
     pub fn concat2(self, a: &str, b: &str) -> String {
         format!("{a} || {b}")

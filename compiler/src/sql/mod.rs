@@ -52,12 +52,21 @@ pub struct Program {
     pub steps: Vec<Step>,
     /// The tables users read (the others are intermediate).
     pub outputs: Vec<String>,
+    /// State kept between runs (journey states): `CREATE TABLE IF NOT EXISTS` statements the
+    /// runner executes first, without dropping anything. After the run, the runner replaces each
+    /// state table by the `<table>_next` output.
+    pub initial_state: Vec<Statement>,
 }
 
 impl Program {
     /// The program as one SQL script, loops written out as comments around their body.
     pub fn to_script(&self) -> String {
         let mut out = String::new();
+        for s in &self.initial_state {
+            out.push_str("-- state kept between runs: created empty on the first run\n");
+            out.push_str(&s.sql);
+            out.push_str(";\n\n");
+        }
         for step in &self.steps {
             match step {
                 Step::Create(s) => {
@@ -106,12 +115,15 @@ pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Progra
     };
     let mut steps = Vec::new();
     let mut outputs = Vec::new();
+    let mut initial_state = Vec::new();
     for (i, entity) in project.entities.iter().enumerate() {
         let id = EntityId(i as u32);
         e.identity(id, entity, &mut steps, &mut outputs);
-        let profile = e.profile(id, entity);
-        outputs.push(profile.table.clone());
-        steps.push(Step::Create(profile));
+        let statements = e.profile(id, entity);
+        if let Some(profile) = statements.last() {
+            outputs.push(profile.table.clone());
+        }
+        steps.extend(statements.into_iter().map(Step::Create));
         if let Some(segments) = e.segments(id, entity) {
             outputs.push(segments.table.clone());
             steps.push(Step::Create(segments));
@@ -121,11 +133,24 @@ pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Progra
             outputs.push(kpis.table.clone());
             steps.push(Step::Create(kpis));
         }
+        for (j, journey) in project.journeys.iter().enumerate() {
+            if journey.entity == id {
+                e.journey(
+                    j,
+                    journey,
+                    entity,
+                    &mut steps,
+                    &mut outputs,
+                    &mut initial_state,
+                );
+            }
+        }
     }
     Program {
         dialect,
         steps,
         outputs,
+        initial_state,
     }
 }
 
@@ -166,13 +191,14 @@ pub fn training_set(
     e.identity(id, ent, &mut steps, &mut outputs);
     e.pit = Some(KeyId(key as u32));
     e.as_of = "spine_ts".to_string();
-    let statement = e.profile(id, ent);
-    outputs = vec![statement.table.clone()];
-    steps.push(Step::Create(statement));
+    let statements = e.profile(id, ent);
+    outputs = statements.iter().map(|s| s.table.clone()).collect();
+    steps.extend(statements.into_iter().map(Step::Create));
     Ok(Program {
         dialect,
         steps,
         outputs,
+        initial_state: Vec::new(),
     })
 }
 
@@ -745,7 +771,7 @@ impl<'p> Emitter<'p> {
 
     // ---------------------------------------------------------------------- profile
 
-    fn profile(&self, id: EntityId, entity: &'p Entity) -> Statement {
+    fn profile(&self, id: EntityId, entity: &'p Entity) -> Vec<Statement> {
         let d = self.d;
         let profile = self.table(entity, "profile");
         let identity = self.table(entity, "identity");
@@ -1012,6 +1038,29 @@ impl<'p> Emitter<'p> {
             ));
         }
 
+        // Journey conditions, evaluated once per profile next to the values they read.
+        let mut last_layer = max_depth;
+        if self.pit.is_none() {
+            let conditions = self.journey_conditions(id);
+            if !conditions.is_empty() {
+                last_layer += 1;
+                let mut cols = vec!["l.*".to_string()];
+                cols.extend(conditions.iter().map(|(name, e)| {
+                    format!(
+                        "COALESCE({}, FALSE) AS {name}",
+                        self.expr(e, &Scope::Profile)
+                    )
+                }));
+                ctes.push((
+                    format!("layer_{last_layer}"),
+                    format!(
+                        "SELECT {}\n  FROM layer_{max_depth} l",
+                        cols.join(",\n         ")
+                    ),
+                ));
+            }
+        }
+
         let mut final_cols = vec!["canonical_id".to_string()];
         let mut names = Vec::new();
         for v in &self.p.profile_order {
@@ -1045,17 +1094,27 @@ impl<'p> Emitter<'p> {
             .map(|(n, q)| format!("{} AS (\n  {q}\n)", self.q(n)))
             .collect();
         let Some(key) = self.pit else {
-            let _ = write!(sql, "CREATE TABLE {profile} AS\nWITH ");
+            // Every computed value (aggregates, sequences, journey conditions too) goes to
+            // `<entity>_values`, which journeys and KPIs read; the profile shows the named ones.
+            let values = self.table(entity, "values");
+            let _ = write!(sql, "CREATE TABLE {values} AS\nWITH ");
             sql.push_str(&body.join(",\n"));
-            let _ = write!(
-                sql,
-                "\nSELECT {}\nFROM layer_{max_depth}",
+            let _ = write!(sql, "\nSELECT *\nFROM layer_{last_layer}");
+            let profile_sql = format!(
+                "{}CREATE TABLE {profile} AS\nSELECT {}\nFROM {values}",
+                self.header(&format!("{}: the profile table", entity.meta.name), &[]),
                 final_cols.join(",\n       ")
             );
-            return Statement {
-                table: unquote(&profile),
-                sql,
-            };
+            return vec![
+                Statement {
+                    table: unquote(&values),
+                    sql,
+                },
+                Statement {
+                    table: unquote(&profile),
+                    sql: profile_sql,
+                },
+            ];
         };
         // Training set: every spine row, with the values of its (profile, timestamp) point.
         let table = self.table(entity, "training_set");
@@ -1081,10 +1140,10 @@ impl<'p> Emitter<'p> {
             self.normalized_key(entity, key, &format!("sp.{key_col}"), &Type::String),
             self.pit_id("i.canonical_id", "sp.ts"),
         );
-        Statement {
+        vec![Statement {
             table: unquote(&table),
             sql,
-        }
+        }]
     }
 
     /// CTEs with the rows of each bound source (visible at the as-of time, with the canonical id
@@ -1417,6 +1476,311 @@ impl<'p> Emitter<'p> {
                 format!("LEFT JOIN seq_{i}_members s_{i} ON s_{i}.canonical_id = p.canonical_id")
             })
             .collect()
+    }
+
+    // ---------------------------------------------------------------------- journeys
+
+    /// Conditions of the entity's journeys, as boolean columns of `<entity>_values`.
+    fn journey_conditions(&self, entity: EntityId) -> Vec<(String, &'p Expr)> {
+        let mut out = Vec::new();
+        for (j, journey) in self.p.journeys.iter().enumerate() {
+            if journey.entity != entity {
+                continue;
+            }
+            out.push((format!("jc{j}_entry"), &journey.entry));
+            if let Some(g) = &journey.goal {
+                out.push((format!("jc{j}_goal"), g));
+            }
+            if let Some(x) = &journey.exit {
+                out.push((format!("jc{j}_exit"), x));
+            }
+            for (n, node) in journey.nodes.iter().enumerate() {
+                match &node.kind {
+                    NodeKind::WaitUntil { condition, .. } => {
+                        out.push((format!("jc{j}_n{n}"), condition))
+                    }
+                    NodeKind::Branch { arms, .. } => {
+                        for (a, (cond, _)) in arms.iter().enumerate() {
+                            out.push((format!("jc{j}_n{n}_{a}"), cond));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// A journey's run: profiles enter, goals and exits end them, then every profile advances
+    /// through its state machine as far as time allows (a loop until nobody moves). The previous
+    /// state is `<journey>_state`; the new one is `<journey>_state_next`, with one timestamp
+    /// column per step (when the profile entered it: a sparse table).
+    fn journey(
+        &self,
+        j: usize,
+        journey: &'p Journey,
+        entity: &'p Entity,
+        steps: &mut Vec<Step>,
+        outputs: &mut Vec<String>,
+        initial_state: &mut Vec<Statement>,
+    ) {
+        let d = self.d;
+        let name = &journey.meta.name;
+        let t = |suffix: &str| self.q(&format!("{name}_{suffix}"));
+        let (state, work, round, fired, fired_round, transitions) = (
+            t("state"),
+            t("state_next"),
+            t("state_round"),
+            t("activations"),
+            t("activations_round"),
+            t("transitions"),
+        );
+        let values = self.table(entity, "values");
+        let text = d.type_name(&Type::String);
+        let ts = d.type_name(&Type::Timestamp);
+        let n = journey.nodes.len();
+        let node_cols: Vec<String> = (0..n).map(|k| format!("n{k}_at")).collect();
+        let all_cols = {
+            let mut c = vec![
+                "canonical_id",
+                "node",
+                "status",
+                "node_since",
+                "entered_at",
+                "finished_at",
+            ];
+            c.extend(node_cols.iter().map(String::as_str));
+            c.join(", ")
+        };
+
+        // The empty state, for the first run.
+        let mut empty = vec![
+            format!("CAST(NULL AS {text}) AS canonical_id"),
+            "CAST(NULL AS BIGINT) AS node".to_string(),
+            format!("CAST(NULL AS {text}) AS status"),
+            format!("CAST(NULL AS {ts}) AS node_since"),
+            format!("CAST(NULL AS {ts}) AS entered_at"),
+            format!("CAST(NULL AS {ts}) AS finished_at"),
+        ];
+        empty.extend(
+            node_cols
+                .iter()
+                .map(|c| format!("CAST(NULL AS {ts}) AS {c}")),
+        );
+        initial_state.push(Statement {
+            table: unquote(&state),
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {state} AS\nSELECT {}\nWHERE FALSE",
+                empty.join(",\n       ")
+            ),
+        });
+
+        // Entries, then goals and exits.
+        let policy = match journey.reentry {
+            Reentry::Never => "p.canonical_id IS NULL".to_string(),
+            Reentry::Always => "(p.canonical_id IS NULL OR p.status <> 'active')".to_string(),
+            Reentry::AfterMs(ms) => format!(
+                "(p.canonical_id IS NULL OR (p.status <> 'active' AND p.finished_at <= {} - {}))",
+                self.as_of,
+                d.interval(ms)
+            ),
+        };
+        let mut entry_cols = vec![
+            "e.canonical_id".to_string(),
+            "0 AS node".to_string(),
+            "'active' AS status".to_string(),
+            format!("{} AS node_since", self.as_of),
+            format!("{} AS entered_at", self.as_of),
+            format!("CAST(NULL AS {ts}) AS finished_at"),
+        ];
+        for k in 0..n {
+            entry_cols.push(if k == 0 {
+                format!("{} AS n0_at", self.as_of)
+            } else {
+                format!("CAST(NULL AS {ts}) AS n{k}_at")
+            });
+        }
+        let goal = journey.goal.as_ref().map(|_| format!("c.jc{j}_goal"));
+        let exit = journey.exit.as_ref().map(|_| format!("c.jc{j}_exit"));
+        let ending = match (&goal, &exit) {
+            (Some(g), Some(x)) => format!("CASE WHEN s.status = 'active' AND {g} THEN 'converted' WHEN s.status = 'active' AND {x} THEN 'exited' ELSE s.status END"),
+            (Some(g), None) => format!("CASE WHEN s.status = 'active' AND {g} THEN 'converted' ELSE s.status END"),
+            (None, Some(x)) => format!("CASE WHEN s.status = 'active' AND {x} THEN 'exited' ELSE s.status END"),
+            (None, None) => "s.status".to_string(),
+        };
+        let mut ended_cols = vec![
+            "s.canonical_id".to_string(),
+            "s.node".to_string(),
+            format!("{ending} AS status"),
+            "s.node_since".into(),
+            "s.entered_at".into(),
+        ];
+        ended_cols.push(format!("CASE WHEN s.status = 'active' AND {ending} <> 'active' THEN {} ELSE s.finished_at END AS finished_at", self.as_of));
+        ended_cols.extend(node_cols.iter().map(|c| format!("s.{c}")));
+        let start_sql = format!(
+            "{}CREATE TABLE {work} AS\nWITH c AS (\n  SELECT canonical_id, {} FROM {values}\n),\n\
+             entering AS (\n  SELECT c.canonical_id\n  FROM c\n  LEFT JOIN {state} p ON p.canonical_id = c.canonical_id\n  WHERE c.jc{j}_entry AND {policy}\n),\n\
+             started AS (\n  SELECT p.* FROM {state} p\n  WHERE NOT EXISTS (SELECT 1 FROM entering e WHERE e.canonical_id = p.canonical_id)\n  UNION ALL\n  SELECT {}\n  FROM entering e\n)\n\
+             SELECT {}\nFROM started s\nLEFT JOIN c ON c.canonical_id = s.canonical_id",
+            self.header(&format!("journey {name}: entries, goals and exits"), &[name]),
+            self.journey_condition_names(j, journey).join(", "),
+            entry_cols.join(",\n         "),
+            ended_cols.join(",\n       "),
+        );
+        steps.push(Step::Create(Statement {
+            table: unquote(&work),
+            sql: start_sql,
+        }));
+        steps.push(Step::Create(Statement {
+            table: unquote(&fired),
+            sql: format!(
+                "CREATE TABLE {fired} AS\nSELECT CAST(NULL AS {text}) AS canonical_id, CAST(NULL AS {text}) AS activation, CAST(NULL AS {ts}) AS fired_at\nWHERE FALSE"
+            ),
+        }));
+
+        // One round of advancing.
+        let mut next_node = vec!["CASE WHEN w.status <> 'active' THEN w.node".to_string()];
+        let mut next_since = vec!["CASE WHEN w.status <> 'active' THEN w.node_since".to_string()];
+        let mut activations = Vec::new();
+        let mut ends = Vec::new();
+        let due = |ms: u64| format!("w.node_since + {}", d.interval(ms));
+        for (k, node) in journey.nodes.iter().enumerate() {
+            let (nx, since) = match &node.kind {
+                NodeKind::Activate { activation, next } => {
+                    activations.push((k, &self.p.activations[activation.index()].meta.name));
+                    (next.0.to_string(), "w.node_since".to_string())
+                }
+                NodeKind::Wait { ms, next } => (
+                    format!("CASE WHEN {} <= {} THEN {} ELSE w.node END", due(*ms), self.as_of, next.0),
+                    format!("CASE WHEN {} <= {} THEN {} ELSE w.node_since END", due(*ms), self.as_of, due(*ms)),
+                ),
+                NodeKind::WaitUntil { timeout_ms, next, .. } => (
+                    format!("CASE WHEN c.jc{j}_n{k} OR {} <= {} THEN {} ELSE w.node END", due(*timeout_ms), self.as_of, next.0),
+                    format!(
+                        "CASE WHEN c.jc{j}_n{k} THEN {} WHEN {} <= {} THEN {} ELSE w.node_since END",
+                        self.as_of,
+                        due(*timeout_ms),
+                        self.as_of,
+                        due(*timeout_ms)
+                    ),
+                ),
+                NodeKind::Branch { arms, otherwise } => {
+                    let mut case = String::from("CASE");
+                    for (a, (_, target)) in arms.iter().enumerate() {
+                        let _ = write!(case, " WHEN c.jc{j}_n{k}_{a} THEN {}", target.0);
+                    }
+                    let _ = write!(case, " ELSE {} END", otherwise.0);
+                    (case, "w.node_since".to_string())
+                }
+                NodeKind::Split { arms } => {
+                    let hash = d.md5_hex(&d.concat2("w.canonical_id", &d.string(&format!(":{name}"))));
+                    let bucket = format!("MOD({}, 10000)", d.hex8_value(&hash));
+                    let mut case = String::from("CASE");
+                    let mut upto = 0u32;
+                    for (bp, target) in arms {
+                        upto += bp;
+                        let _ = write!(case, " WHEN {bucket} < {upto} THEN {}", target.0);
+                    }
+                    let last = arms.last().map_or(k as u32, |a| a.1 .0);
+                    let _ = write!(case, " ELSE {last} END");
+                    (case, "w.node_since".to_string())
+                }
+                NodeKind::End => {
+                    ends.push(k);
+                    ("w.node".to_string(), "w.node_since".to_string())
+                }
+            };
+            next_node.push(format!("WHEN w.node = {k} THEN {nx}"));
+            next_since.push(format!("WHEN w.node = {k} THEN {since}"));
+        }
+        next_node.push("ELSE w.node END".into());
+        next_since.push("ELSE w.node_since END".into());
+        let ended = if ends.is_empty() {
+            "FALSE".to_string()
+        } else {
+            format!(
+                "w.node IN ({})",
+                ends.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let mut advanced_cols = vec![
+            "m.canonical_id".to_string(),
+            "m.next_node AS node".to_string(),
+            format!("CASE WHEN m.status = 'active' AND m.{ended_col} THEN 'completed' ELSE m.status END AS status", ended_col = "at_end"),
+            "m.next_since AS node_since".to_string(),
+            "m.entered_at".to_string(),
+            "CASE WHEN m.status = 'active' AND m.at_end THEN m.node_since ELSE m.finished_at END AS finished_at".to_string(),
+        ];
+        advanced_cols.extend(
+            (0..n).map(|k| format!("CASE WHEN m.next_node = {k} AND m.node <> {k} THEN m.next_since ELSE m.n{k}_at END AS n{k}_at")),
+        );
+        let advance_sql = format!(
+            "{}CREATE TABLE {work} AS\nWITH c AS (\n  SELECT canonical_id, {} FROM {values}\n),\n\
+             moved AS (\n  SELECT w.*,\n         {} AS next_node,\n         {} AS next_since,\n         {ended} AS at_end\n  FROM {round} w\n  LEFT JOIN c ON c.canonical_id = w.canonical_id\n)\n\
+             SELECT {}\nFROM moved m",
+            self.header(&format!("journey {name}: one round of steps"), &[]),
+            self.journey_condition_names(j, journey).join(", "),
+            next_node.join("\n              "),
+            next_since.join("\n              "),
+            advanced_cols.join(",\n       "),
+        );
+        let fired_sql = if activations.is_empty() {
+            format!("CREATE TABLE {fired} AS\nSELECT * FROM {fired_round}")
+        } else {
+            let cases: Vec<String> = activations
+                .iter()
+                .map(|(k, a)| format!("WHEN {k} THEN {}", d.string(a)))
+                .collect();
+            let ids: Vec<String> = activations.iter().map(|(k, _)| k.to_string()).collect();
+            format!(
+                "CREATE TABLE {fired} AS\nSELECT * FROM {fired_round}\nUNION ALL\nSELECT w.canonical_id, CASE w.node {} END AS activation, w.node_since AS fired_at\nFROM {round} w\nWHERE w.status = 'active' AND w.node IN ({})",
+                cases.join(" "),
+                ids.join(", ")
+            )
+        };
+        steps.push(Step::Loop {
+            body: vec![
+                Statement { table: unquote(&round), sql: format!("CREATE TABLE {round} AS\nSELECT {all_cols} FROM {work}") },
+                Statement { table: unquote(&fired_round), sql: format!("CREATE TABLE {fired_round} AS\nSELECT * FROM {fired}") },
+                Statement { table: unquote(&fired), sql: fired_sql },
+                Statement { table: unquote(&work), sql: advance_sql },
+            ],
+            converged: format!(
+                "SELECT count(*) AS changed\nFROM {work} s\nJOIN {round} r ON r.canonical_id = s.canonical_id\nWHERE s.node <> r.node OR s.status <> r.status"
+            ),
+            max_rounds: (n as u32) * 2 + 2,
+        });
+        steps.push(Step::Create(Statement {
+            table: unquote(&transitions),
+            sql: format!(
+                "{}CREATE TABLE {transitions} AS\nSELECT s.canonical_id, p.node AS from_node, s.node AS to_node, p.status AS from_status, s.status AS to_status, s.node_since AS moved_at\nFROM {work} s\nLEFT JOIN {state} p ON p.canonical_id = s.canonical_id\nWHERE p.canonical_id IS NULL OR p.node <> s.node OR p.status <> s.status",
+                self.header(&format!("journey {name}: who moved in this run"), &[])
+            ),
+        }));
+        outputs.extend([unquote(&work), unquote(&transitions), unquote(&fired)]);
+    }
+
+    fn journey_condition_names(&self, j: usize, journey: &Journey) -> Vec<String> {
+        let mut names = vec![format!("jc{j}_entry")];
+        if journey.goal.is_some() {
+            names.push(format!("jc{j}_goal"));
+        }
+        if journey.exit.is_some() {
+            names.push(format!("jc{j}_exit"));
+        }
+        for (n, node) in journey.nodes.iter().enumerate() {
+            match &node.kind {
+                NodeKind::WaitUntil { .. } => names.push(format!("jc{j}_n{n}")),
+                NodeKind::Branch { arms, .. } => {
+                    names.extend((0..arms.len()).map(|a| format!("jc{j}_n{n}_{a}")))
+                }
+                _ => {}
+            }
+        }
+        names
     }
 
     // ---------------------------------------------------------------------- metrics
