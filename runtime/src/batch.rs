@@ -150,10 +150,15 @@ impl BatchEngine {
         Ok(())
     }
 
-    /// Runs a program: each `Create` replaces its table; each `Loop` re-runs its body until its
-    /// convergence query returns 0, failing when `max_rounds` rounds did not get there.
+    /// Runs a program: state tables are created when missing (kept from earlier runs
+    /// otherwise); each `Create` replaces its table; each `Loop` re-runs its body until its
+    /// convergence query returns 0, failing when `max_rounds` rounds did not get there; finally
+    /// each state table takes the contents of its `<table>_next` output.
     pub fn run(&self, program: &Program) -> Result<RunReport> {
         let mut report = RunReport::default();
+        for state in &program.initial_state {
+            self.execute(Some(&state.table), &state.sql)?;
+        }
         for step in &program.steps {
             match step {
                 Step::Create(statement) => {
@@ -190,35 +195,44 @@ impl BatchEngine {
                 }
             }
         }
+        for state in &program.initial_state {
+            let table = quote(&state.table);
+            let next = quote(&format!("{}_next", state.table));
+            self.execute(Some(&state.table), &format!("DROP TABLE IF EXISTS {table}"))?;
+            self.execute(
+                Some(&state.table),
+                &format!("CREATE TABLE {table} AS SELECT * FROM {next}"),
+            )?;
+        }
         Ok(report)
+    }
+
+    /// Runs one statement to completion.
+    fn execute(&self, table: Option<&str>, sql: &str) -> Result<()> {
+        let fail = |e: datafusion::error::DataFusionError| Error::Sql {
+            table: table.map(str::to_string),
+            sql: sql.to_string(),
+            message: e.to_string(),
+        };
+        self.runtime.block_on(async {
+            self.ctx
+                .sql(sql)
+                .await
+                .map_err(fail)?
+                .collect()
+                .await
+                .map_err(fail)?;
+            Ok(())
+        })
     }
 
     /// Drops the statement's table if it exists and builds it anew.
     fn create(&self, statement: &Statement) -> Result<Duration> {
         let start = Instant::now();
-        let fail = |e: datafusion::error::DataFusionError| Error::Sql {
-            table: Some(statement.table.clone()),
-            sql: statement.sql.clone(),
-            message: e.to_string(),
-        };
-        self.runtime.block_on(async {
-            let drop = format!("DROP TABLE IF EXISTS {}", quote(&statement.table));
-            self.ctx
-                .sql(&drop)
-                .await
-                .map_err(fail)?
-                .collect()
-                .await
-                .map_err(fail)?;
-            self.ctx
-                .sql(&statement.sql)
-                .await
-                .map_err(fail)?
-                .collect()
-                .await
-                .map_err(fail)?;
-            Ok::<_, Error>(())
-        })?;
+        let table = Some(statement.table.as_str());
+        let drop = format!("DROP TABLE IF EXISTS {}", quote(&statement.table));
+        self.execute(table, &drop)?;
+        self.execute(table, &statement.sql)?;
         Ok(start.elapsed())
     }
 
@@ -292,6 +306,7 @@ fn quote(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::program::Dialect;
 
     fn create(table: &str, sql: &str) -> Statement {
         Statement {
@@ -300,42 +315,47 @@ mod tests {
         }
     }
 
+    fn program(steps: Vec<Step>) -> Program {
+        Program {
+            dialect: Dialect::DataFusion,
+            steps,
+            outputs: Vec::new(),
+            initial_state: Vec::new(),
+        }
+    }
+
     #[test]
     fn loops_run_until_the_convergence_query_counts_nothing() {
         let engine = BatchEngine::with_threads(2).unwrap();
-        let program = Program {
-            steps: vec![
-                Step::Create(create("n", "CREATE TABLE n AS SELECT 0 AS v")),
-                Step::Loop {
-                    body: vec![
-                        create(
-                            "next",
-                            "CREATE TABLE next AS SELECT least(v + 1, 5) AS v FROM n",
-                        ),
-                        create("prev", "CREATE TABLE prev AS SELECT v FROM n"),
-                        create("n", "CREATE TABLE n AS SELECT v FROM next"),
-                    ],
-                    converged: "SELECT count(*) FROM n JOIN prev ON n.v <> prev.v".into(),
-                    max_rounds: 10,
-                },
-            ],
-        };
-        let report = engine.run(&program).unwrap();
+        let counting = program(vec![
+            Step::Create(create("n", "CREATE TABLE n AS SELECT 0 AS v")),
+            Step::Loop {
+                body: vec![
+                    create(
+                        "next",
+                        "CREATE TABLE next AS SELECT least(v + 1, 5) AS v FROM n",
+                    ),
+                    create("prev", "CREATE TABLE prev AS SELECT v FROM n"),
+                    create("n", "CREATE TABLE n AS SELECT v FROM next"),
+                ],
+                converged: "SELECT count(*) FROM n JOIN prev ON n.v <> prev.v".into(),
+                max_rounds: 10,
+            },
+        ]);
+        let report = engine.run(&counting).unwrap();
         assert_eq!(report.loop_rounds, vec![6]);
         let n = engine.table("n").unwrap();
         let v = n.batches[0].column(0).as_primitive::<Int64Type>().value(0);
         assert_eq!(v, 5);
 
-        let too_few = Program {
-            steps: vec![Step::Loop {
-                body: vec![
-                    create("m", "CREATE TABLE m AS SELECT v + 1 AS v FROM n"),
-                    create("n", "CREATE TABLE n AS SELECT v FROM m"),
-                ],
-                converged: "SELECT 1".into(),
-                max_rounds: 3,
-            }],
-        };
+        let too_few = program(vec![Step::Loop {
+            body: vec![
+                create("m", "CREATE TABLE m AS SELECT v + 1 AS v FROM n"),
+                create("n", "CREATE TABLE n AS SELECT v FROM m"),
+            ],
+            converged: "SELECT 1".into(),
+            max_rounds: 3,
+        }]);
         let err = engine.run(&too_few).unwrap_err();
         assert!(
             matches!(err, Error::NotConverged { rounds: 3, .. }),
@@ -344,15 +364,35 @@ mod tests {
     }
 
     #[test]
+    fn state_tables_survive_runs_and_take_their_next_contents() {
+        let engine = BatchEngine::with_threads(1).unwrap();
+        let mut counting = program(vec![Step::Create(create(
+            "visits_next",
+            "CREATE TABLE visits_next AS SELECT coalesce(max(n), 0) + 1 AS n FROM visits",
+        ))]);
+        counting.initial_state = vec![create(
+            "visits",
+            "CREATE TABLE IF NOT EXISTS visits (n BIGINT)",
+        )];
+        for expected in 1..=3 {
+            engine.run(&counting).unwrap();
+            let visits = engine.table("visits").unwrap();
+            let n = visits.batches[0]
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .value(0);
+            assert_eq!(n, expected);
+        }
+    }
+
+    #[test]
     fn sql_errors_name_the_table() {
         let engine = BatchEngine::with_threads(1).unwrap();
-        let program = Program {
-            steps: vec![Step::Create(create(
-                "broken",
-                "CREATE TABLE broken AS SELECT nope FROM nowhere",
-            ))],
-        };
-        let err = engine.run(&program).unwrap_err().to_string();
+        let broken = program(vec![Step::Create(create(
+            "broken",
+            "CREATE TABLE broken AS SELECT nope FROM nowhere",
+        ))]);
+        let err = engine.run(&broken).unwrap_err().to_string();
         assert!(err.contains("building table `broken` failed"), "{err}");
         assert!(err.contains("nowhere"), "{err}");
     }

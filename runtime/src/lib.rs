@@ -11,4 +11,4 @@ pub mod schema;
 pub use batch::{BatchEngine, RunReport, Table};
 pub use error::{Error, Result};
 pub use load::SourceFiles;
-pub use program::{Program, Statement, Step};
+pub use program::{Dialect, Program, Statement, Step};

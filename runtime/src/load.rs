@@ -9,7 +9,9 @@
 //! Text formats (CSV fields, JSON strings) follow the data conventions of the language: an empty
 //! CSV field is null; timestamps `2024-11-03 14:22:05[.ffffff]` (or a bare date, meaning
 //! midnight); dates `1990-05-17`; bools `true` / `false`; durations as duration literals
-//! (`95s`, `500ms`, `2w`); lists as a JSON array in one field.
+//! (`95s`, `500ms`, `2w`, loaded as milliseconds, see [`crate::schema`]); lists as a JSON array in
+//! one field. In JSON-lines a duration may also be a number of milliseconds; in Parquet an Arrow
+//! duration or an integer of milliseconds.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -23,8 +25,8 @@ use cdp_compiler::types::Type;
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, DurationMicrosecondBuilder,
-    Float64Builder, Int64Builder, ListArray, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    ListArray, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{can_cast_types, cast_with_options, CastOptions};
@@ -424,7 +426,10 @@ fn read_parquet(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<
                     ),
                 ));
             };
-            let array = if array.data_type() == field.data_type() {
+            let array = if column.ty == Type::Duration {
+                duration_ms(array)
+                    .map_err(|e| file_error(path, format!("column `{}`: {e}", column.name)))?
+            } else if array.data_type() == field.data_type() {
                 array.clone()
             } else if can_cast_types(array.data_type(), field.data_type()) {
                 let strict = CastOptions {
@@ -478,6 +483,46 @@ fn read_parquet(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<
     Ok(out)
 }
 
+/// A Parquet duration column (an Arrow duration, or integers already in milliseconds) as
+/// milliseconds; refuses sub-millisecond values rather than cutting them.
+fn duration_ms(array: &ArrayRef) -> Result<ArrayRef, String> {
+    use datafusion::arrow::array::{Array, AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{Int64Type, TimeUnit};
+    let per_ms: i64 = match array.data_type() {
+        DataType::Duration(TimeUnit::Second) => -1000,
+        DataType::Duration(TimeUnit::Millisecond) => 1,
+        DataType::Duration(TimeUnit::Microsecond) => 1_000,
+        DataType::Duration(TimeUnit::Nanosecond) => 1_000_000,
+        t if t.is_integer() => 1,
+        t => return Err(format!("holds {t}, which cannot be read as a duration")),
+    };
+    let raw =
+        datafusion::arrow::compute::cast(array, &DataType::Int64).map_err(|e| e.to_string())?;
+    let raw = raw.as_primitive::<Int64Type>();
+    let mut out = Vec::with_capacity(raw.len());
+    for i in 0..raw.len() {
+        if raw.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        let v = raw.value(i);
+        let ms = if per_ms < 0 {
+            v.checked_mul(-per_ms)
+        } else if v % per_ms == 0 {
+            Some(v / per_ms)
+        } else {
+            return Err(format!(
+                "row {}: {v} is not a whole number of milliseconds",
+                i + 1
+            ));
+        };
+        out.push(Some(
+            ms.ok_or_else(|| format!("row {}: {v} is out of range", i + 1))?,
+        ));
+    }
+    Ok(Arc::new(Int64Array::from(out)))
+}
+
 fn not_nullable_problem(ty: &Type) -> String {
     format!("is null, but the column is not nullable (declare it `{ty}?` if nulls are expected)")
 }
@@ -499,7 +544,8 @@ enum ColumnBuilder {
     Bool(BooleanBuilder, bool),
     Date(Date32Builder, bool),
     Timestamp(TimestampMicrosecondBuilder, bool),
-    Duration(DurationMicrosecondBuilder, bool),
+    /// Milliseconds.
+    Duration(Int64Builder, bool),
     List {
         field: FieldRef,
         element: Box<ColumnBuilder>,
@@ -531,7 +577,7 @@ impl ColumnBuilder {
             Type::Timestamp => {
                 ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new(), nullable)
             }
-            Type::Duration => ColumnBuilder::Duration(DurationMicrosecondBuilder::new(), nullable),
+            Type::Duration => ColumnBuilder::Duration(Int64Builder::new(), nullable),
             Type::List(inner) => {
                 let element = ColumnBuilder::new(inner, true);
                 let element_arrow = crate::schema::arrow_type(inner).unwrap_or(DataType::Null);
@@ -721,7 +767,7 @@ impl ColumnBuilder {
                 Ok(())
             }
             (ColumnBuilder::List { .. }, _) => Err(wrong()),
-            (ColumnBuilder::Int(b, _), Json::Number(n)) => {
+            (ColumnBuilder::Int(b, _) | ColumnBuilder::Duration(b, _), Json::Number(n)) => {
                 let v = n.as_i64().ok_or_else(wrong)?;
                 if append {
                     b.append_value(v)
@@ -850,7 +896,7 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     Ok(utc.timestamp_micros())
 }
 
-/// A duration literal (`500ms`, `95s`, `15m`, `12h`, `30d`, `2w`; also `us`) as microseconds.
+/// A duration literal (`500ms`, `95s`, `15m`, `12h`, `30d`, `2w`) as milliseconds.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     let bad = || "is not a duration (like 95s, 500ms, 15m, 12h, 30d or 2w)".to_string();
     let split = text
@@ -860,17 +906,16 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         .ok_or_else(bad)?;
     let (number, unit) = text.split_at(split);
     let n: i64 = number.parse().map_err(|_| bad())?;
-    let micros_per_unit: i64 = match unit {
-        "us" => 1,
-        "ms" => 1_000,
-        "s" => 1_000_000,
-        "m" => 60_000_000,
-        "h" => 3_600_000_000,
-        "d" => 86_400_000_000,
-        "w" => 604_800_000_000,
+    let ms_per_unit: i64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
         _ => return Err(bad()),
     };
-    n.checked_mul(micros_per_unit)
+    n.checked_mul(ms_per_unit)
         .ok_or_else(|| "is out of the duration range".to_string())
 }
 
@@ -902,8 +947,9 @@ mod tests {
         assert!(parse_timestamp("2024-13-01 00:00:00").is_err());
         assert!(parse_timestamp("1970-01-01 00:00:00.0000001").is_err());
         assert_eq!(parse_date("1970-01-11"), Ok(10));
-        assert_eq!(parse_duration("95s"), Ok(95_000_000));
-        assert_eq!(parse_duration("-2w"), Ok(-1_209_600_000_000));
+        assert_eq!(parse_duration("95s"), Ok(95_000));
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("-2w"), Ok(-1_209_600_000));
         assert!(parse_duration("5 s").is_err());
         assert!(parse_duration("s").is_err());
     }

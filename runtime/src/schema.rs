@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 
 /// The Arrow type that holds values of `ty`.
 ///
-/// Timestamps carry no time zone and keep microseconds; durations are exact microsecond counts
-/// (Arrow `Duration`, what timestamp subtraction yields); lists are Arrow lists of their element.
+/// Timestamps carry no time zone and keep microseconds. Durations are whole milliseconds in an
+/// `Int64`: the representation the SQL back end gives duration values on every dialect (it
+/// compares `time_on_page > 10m` as `time_on_page > 600000`). Lists are Arrow lists.
 pub fn arrow_type(ty: &Type) -> Result<DataType> {
     Ok(match ty {
         Type::String => DataType::Utf8,
@@ -35,7 +36,7 @@ pub fn arrow_type(ty: &Type) -> Result<DataType> {
         Type::Bool => DataType::Boolean,
         Type::Date => DataType::Date32,
         Type::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-        Type::Duration => DataType::Duration(TimeUnit::Microsecond),
+        Type::Duration => DataType::Int64,
         Type::List(inner) => {
             DataType::List(Arc::new(Field::new_list_field(arrow_type(inner)?, true)))
         }

@@ -2,5 +2,7 @@
 
 mod bench_project;
 mod cli;
+mod conformance;
 mod corpus;
+mod engines;
 mod no_panic;
