@@ -668,7 +668,26 @@ impl<'a> Checker<'a> {
                     at.span,
                     format!("event time `{}` is {t}, not a timestamp or date", at.name),
                 )),
-                None => self.unknown_source_column(src, at),
+                None => {
+                    // Only a date or timestamp can be an event time: suggest among those.
+                    let DefKind::Source(src_def) = &self.defs[src].kind else {
+                        return;
+                    };
+                    let temporal: Vec<&str> = src_def
+                        .columns
+                        .iter()
+                        .filter(|c| Type::from_ast(&c.ty).is_temporal())
+                        .map(|c| c.name.name.as_str())
+                        .collect();
+                    self.diags.push(
+                        Diagnostic::error(
+                            "unknown-column",
+                            at.span,
+                            format!("source `{}` has no column `{}`", b.source.name, at.name),
+                        )
+                        .with_suggestion(&at.name, temporal),
+                    );
+                }
             },
             (None, Some(_)) => {}
             (None, None) => self.diags.push(
@@ -888,7 +907,7 @@ impl<'a> Checker<'a> {
                         format!("source `{}` has no data binding in cdp.toml", s.name.name),
                     )
                     .with_help(format!(
-                        "add to cdp.toml:\n[sources.{}]\npath = \"data/{}.csv\"",
+                        "add a `[sources.{}]` table with `path = \"data/{}.csv\"` to cdp.toml",
                         s.name.name, s.name.name
                     )),
                 );
@@ -968,6 +987,14 @@ impl<'a> Checker<'a> {
 
     /// Reports a reference to a definition of another entity.
     fn same_entity(&mut self, target: usize, entity: &Ident, at: Span) {
+        // When `of <entity>` itself does not resolve, that error says it all.
+        let resolves = self
+            .by_name
+            .get(entity.name.as_str())
+            .is_some_and(|&e| matches!(self.defs[e].kind, DefKind::Entity(_)));
+        if !resolves {
+            return;
+        }
         let def = self.defs[target];
         if let Some(other) = def.kind.entity() {
             if other.name != entity.name && !entity.name.is_empty() {
@@ -1036,7 +1063,14 @@ impl<'a> Checker<'a> {
                 Diagnostic::error(
                     "type",
                     e.span,
-                    format!("{what} must be a condition (bool), this is {t}"),
+                    match describe_expr(e).as_str() {
+                        "the value" => {
+                            format!("{what} must be true or false (bool), but it is {t}")
+                        }
+                        shown => {
+                            format!("{what} must be true or false (bool), but `{shown}` is {t}")
+                        }
+                    },
                 )
                 .with_help("compare it, e.g. `> 0`, or test it with `is set`"),
             );
@@ -1733,6 +1767,7 @@ impl<'a> Checker<'a> {
                         arg.span,
                         format!("`{fname}` of the entity itself has no meaning; use `count`"),
                     ));
+                    return Type::Error;
                 }
                 (None, None)
             }
@@ -1845,12 +1880,19 @@ impl<'a> Checker<'a> {
                 .map(|&i| (i, &self.defs[i].kind))
             {
                 Some((b, DefKind::Behavior(_))) if parts.len() == 2 => match behavior {
-                    Some((other, _)) if other != b => {
-                        self.diags.push(Diagnostic::error(
-                            "aggregate-mix",
-                            head.span,
-                            "an aggregate reads the events of one behavior",
-                        ));
+                    Some((other, first)) if other != b => {
+                        self.diags.push(
+                            Diagnostic::error(
+                                "aggregate-mix",
+                                head.span,
+                                format!(
+                                    "an aggregate reads the events of one behavior, but this one reads `{}` and `{}`",
+                                    first.name, head.name
+                                ),
+                            )
+                            .with_related(first.span, "first behavior read here")
+                            .with_help("aggregate each behavior in its own feature, then combine the features"),
+                        );
                         problem = true;
                     }
                     _ => behavior = Some((b, head)),
@@ -1950,7 +1992,7 @@ impl<'a> Checker<'a> {
             self.diags.push(Diagnostic::error(
                 "aggregate-misuse",
                 span,
-                "`did … then …` is not allowed here",
+                "`did …` sequences are not allowed here: they read a profile's events, so they belong in features, segments and journeys",
             ));
             return;
         };
@@ -1958,7 +2000,7 @@ impl<'a> Checker<'a> {
             self.diags.push(Diagnostic::error(
                 "aggregate-misuse",
                 span,
-                "`did … then …` is not allowed here",
+                "`did …` sequences are not allowed here: they read a profile's events, so they belong in features, segments and journeys",
             ));
             return;
         }

@@ -72,7 +72,13 @@ pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Box<
     let text = &map.get(file).text;
     let config: ProjectConfig = toml::from_str(text).map_err(|e| {
         let range = e.span().unwrap_or(0..0);
-        Diagnostic::error("config", Span::new(file, range.start, range.end), e.message().to_string())
+        let (message, help) = explain_toml_error(e.message());
+        let diag = Diagnostic::error("config", Span::new(file, range.start, range.end), message);
+        let diag = match help {
+            Some(h) => diag.with_help(h),
+            None => diag,
+        };
+        diag
             .with_note("cdp.toml has a [project] table (name, storage, as_of) and one [sources.<name>] table per source (path, format, table)")
     })
     .map_err(Box::new)?;
@@ -111,6 +117,31 @@ pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Box<
         }
     }
     Ok(config)
+}
+
+/// Serde's wording made into ours: a missing `[project]` table is named as such, and an unknown
+/// field gets a did-you-mean from the fields serde lists.
+fn explain_toml_error(message: &str) -> (String, Option<String>) {
+    if message.contains("missing field `project`") {
+        return (
+            "cdp.toml has no [project] table".to_string(),
+            Some("start it with:  [project]  name = \"my_project\"".to_string()),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected
+                .split('`')
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1)
+                .map(|(_, w)| w)
+                .collect();
+            let help = cdp_grammar::diag::nearest_name(field, candidates.iter().copied())
+                .map(|best| format!("did you mean `{best}`?"));
+            return (message.trim().to_string(), help);
+        }
+    }
+    (message.trim().to_string(), None)
 }
 
 /// The span of the `[sources.<name>]` header (or of the file start when it is not found).

@@ -82,7 +82,7 @@ pub fn parse_file(file: FileId, text: &str) -> Parsed {
                     };
                 builder
                     .diagnostics
-                    .push(syntax_error(file, text, at, &err.variant));
+                    .push(syntax_error(file, text, at, at == pos, &err.variant));
                 pos = skip_trivia(text, next_definition_start(text, at.max(pos + 1)));
             }
         }
@@ -229,7 +229,14 @@ fn next_definition_start(text: &str, from: usize) -> usize {
     }
 }
 
-fn syntax_error(file: FileId, text: &str, at: usize, variant: &ErrorVariant<Rule>) -> Diagnostic {
+/// A syntax error at `at`; `at_definition_start` says the parser was looking for a definition.
+fn syntax_error(
+    file: FileId,
+    text: &str,
+    at: usize,
+    at_definition_start: bool,
+    variant: &ErrorVariant<Rule>,
+) -> Diagnostic {
     let at = at.min(text.len());
     let found = found_token(text, at);
     let first_char = text[at..].chars().next().map_or(0, char::len_utf8);
@@ -265,19 +272,78 @@ fn syntax_error(file: FileId, text: &str, at: usize, variant: &ErrorVariant<Rule
     } else {
         format!("`{found}`")
     };
-    let mut diag = Diagnostic::error(
-        "syntax",
-        Span::new(file, at, end.min(text.len())),
-        format!("expected {expected_text}, found {found_text}"),
-    )
-    .with_label(format!("expected {expected_text}"));
-    if at == 0 || text[..at].trim().is_empty() {
-        diag = diag.with_note(format!(
+    let span = Span::new(file, at, end.min(text.len()));
+    let before = text[..at].trim_end();
+    let previous_word = before
+        .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("");
+    // Mistakes people make often get a message of their own.
+    let takes_duration = [
+        "over", "within", "wait", "timeout", "grain", "every", "last",
+    ];
+    if takes_duration.contains(&previous_word)
+        || (takes_duration.contains(&found) && (expected.is_empty() || at_definition_start))
+    {
+        let (at, shown) = if takes_duration.contains(&found) {
+            let rest = at + found.len();
+            let next = skip_spaces(text, rest);
+            (next, found_token(text, next))
+        } else {
+            (at, found)
+        };
+        let end = (at + shown.len().max(1)).min(text.len());
+        return Diagnostic::error(
+            "syntax",
+            Span::new(file, at.min(text.len()), end),
+            format!("expected a duration like `30d`, found `{shown}`"),
+        )
+        .with_label("not a duration")
+        .with_help(
+            "a duration is a whole number and a unit: ms, s, m, h, d or w (e.g. `90d`, `12h`)",
+        );
+    }
+    if at_definition_start {
+        return Diagnostic::error(
+            "syntax",
+            span,
+            format!("expected a definition, found {found_text}"),
+        )
+        .with_label("expected a definition")
+        .with_note(format!(
             "a .cdp file is a list of definitions, each starting with one of: {}",
             DEFINITION_KEYWORDS.join(", ")
         ));
     }
+    if found == "\"" && !text[at + 1..].lines().next().unwrap_or("").contains('"') {
+        return Diagnostic::error("syntax", span, "unterminated string")
+            .with_label("this string is not closed on its line")
+            .with_help("close it with `\"`; strings cannot span lines (use \\n)");
+    }
+    let mut diag = Diagnostic::error(
+        "syntax",
+        span,
+        format!("expected {expected_text}, found {found_text}"),
+    )
+    .with_label(format!("expected {expected_text}"));
+    if found == "=" && before.ends_with('=') {
+        diag = diag.with_help("equality is a single `=`");
+    } else if found == "&" || found == "|" {
+        diag = diag.with_help("conditions combine with `and` and `or`");
+    } else if crate::format::RESERVED_WORDS.contains(&found) {
+        diag = diag.with_help(format!(
+            "`{found}` is a reserved word; quote it with backticks to use it as a name"
+        ));
+    }
     diag
+}
+
+fn skip_spaces(text: &str, mut pos: usize) -> usize {
+    let bytes = text.as_bytes();
+    while pos < bytes.len() && (bytes[pos] == b' ' || bytes[pos] == b'\t') {
+        pos += 1;
+    }
+    pos
 }
 
 fn starts_expression(rule: Rule) -> bool {
@@ -397,7 +463,8 @@ fn describe(rule: Rule) -> &'static str {
         Rule::delivery_mode => "`full` or `changes`",
         Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::rem => "an operator",
         Rule::le | Rule::ge | Rule::ne | Rule::lt | Rule::gt | Rule::eq => "an operator",
-        Rule::and | Rule::or => "`and` or `or`",
+        Rule::and => "`and`",
+        Rule::or => "`or`",
         Rule::is_null
         | Rule::is_set
         | Rule::in_list
@@ -516,7 +583,8 @@ impl Builder {
             _ => {
                 self.diagnostics
                     .push(Diagnostic::error("syntax", span, "duration too large"));
-                0
+                // Not 0: that would add a second, misleading "needs a duration above zero".
+                1
             }
         };
         Duration { amount, unit, span }
