@@ -5,6 +5,7 @@
 //! in process.
 
 mod check;
+mod compile;
 mod fmt;
 mod graph;
 mod init;
@@ -66,6 +67,30 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
+    /// Print the SQL of a project in one dialect (or write it, one file per table).
+    Compile {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// datafusion, trino, spark, postgres or duckdb.
+        #[arg(long, default_value = "datafusion")]
+        dialect: String,
+        /// The as-of time, `YYYY-MM-DD[ HH:MM:SS]` (default: the project's `as_of`, else now).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Write one file per statement (and program.json) into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only the statements that implement this definition.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Print the order of the batch program, or with --streaming the streaming operator graph.
+    Plan {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        streaming: bool,
+    },
     /// Fails on purpose, so that tests see what a user sees when cdp has a bug.
     #[command(hide = true)]
     InternalPanic,
@@ -120,6 +145,22 @@ pub fn run(
         Command::Check { dir, format } => check::run(&dir, format, out),
         Command::Fmt { dir, check } => fmt::run(&dir, check, out, err),
         Command::Graph { dir, format } => graph::run(&dir, format, out, err),
+        Command::Compile {
+            dir,
+            dialect,
+            as_of,
+            out: out_dir,
+            only,
+        } => {
+            let options = compile::Options {
+                dialect: &dialect,
+                as_of: as_of.as_deref(),
+                out_dir: out_dir.as_deref(),
+                only: only.as_deref(),
+            };
+            compile::run(&dir, &options, out, err)
+        }
+        Command::Plan { dir, streaming } => compile::plan(&dir, streaming, out, err),
         Command::InternalPanic => panic!("`cdp internal-panic` fails on purpose"),
     };
     let outcome = outcome.and_then(|()| out.flush().map_err(Failure::from));

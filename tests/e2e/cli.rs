@@ -329,3 +329,112 @@ fn a_bug_in_cdp_is_an_internal_error_with_exit_2_and_no_backtrace() {
     assert!(!run.stderr.contains("stack backtrace"), "{}", run.stderr);
     assert!(!run.stderr.contains("RUST_BACKTRACE"), "{}", run.stderr);
 }
+
+// ---------------------------------------------------------------------------------- compile
+
+fn retail() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/retail")
+}
+
+#[test]
+fn compile_prints_every_dialect() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dialect in ["datafusion", "trino", "spark", "postgres", "duckdb"] {
+        let run = cdp(&["compile", "examples/retail", "--dialect", dialect], here);
+        assert_eq!(run.code, 0, "{dialect}: {}", run.stderr);
+        assert!(
+            run.stdout.contains("CREATE TABLE customer_profile AS"),
+            "{dialect}"
+        );
+        assert!(
+            run.stdout.contains("as of 2024-12-01 00:00:00"),
+            "the project's as_of is the default"
+        );
+    }
+    let run = cdp(
+        &["compile", "examples/retail", "--as-of", "2024-06-30"],
+        here,
+    );
+    assert!(
+        run.stdout.contains("TIMESTAMP '2024-06-30 00:00:00'"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn compile_only_one_definition_and_to_files() {
+    let tmp = TempDir::new().expect("temp dir");
+    let retail = retail();
+    let dir = retail.to_str().expect("utf-8 path");
+    let run = cdp(&["compile", dir, "--only", "high_value"], tmp.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("CREATE TABLE customer_segments"));
+    assert!(!run.stdout.contains("CREATE TABLE customer_identity"));
+    let run = cdp(&["compile", dir, "--only", "hgh_value"], tmp.path());
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("did you mean `high_value`?"),
+        "{}",
+        run.stderr
+    );
+    let run = cdp(
+        &["compile", dir, "--dialect", "postgres", "--out", "sql"],
+        tmp.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let program: Value =
+        serde_json::from_str(&read(&tmp.path().join("sql/program.json"))).expect("program.json");
+    assert_eq!(program["dialect"], "Postgres");
+    assert!(read(&tmp.path().join("sql/01_welcome_state.sql"))
+        .starts_with("CREATE TABLE IF NOT EXISTS"));
+}
+
+#[test]
+fn compile_refuses_bad_input_with_exit_1() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = cdp(&["compile", "examples/retail", "--dialect", "oracle"], here);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("unknown dialect `oracle`"),
+        "{}",
+        run.stderr
+    );
+    let run = cdp(
+        &["compile", "examples/retail", "--as-of", "yesterday"],
+        here,
+    );
+    assert_eq!(run.code, 1);
+    let (tmp, dir) = init_project();
+    write(
+        &dir.join("broken.cdp"),
+        "feature x of customer = count(nothing)\n",
+    );
+    let run = cdp(&["compile", "shop"], tmp.path());
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("broken.cdp:1:"), "{}", run.stderr);
+}
+
+#[test]
+fn plan_shows_the_batch_order_and_the_streaming_graph() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = cdp(&["plan", "examples/retail"], here);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let identity = run
+        .stdout
+        .find("create  customer_identity")
+        .expect("identity step");
+    let profile = run
+        .stdout
+        .find("create  customer_profile")
+        .expect("profile step");
+    assert!(
+        identity < profile,
+        "identity comes before the profile:\n{}",
+        run.stdout
+    );
+    let run = cdp(&["plan", "examples/retail", "--streaming"], here);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("key by profile of customer"));
+    assert!(run.stdout.contains("journey winback: state machine"));
+}
