@@ -386,6 +386,27 @@ mod tests {
     }
 
     #[test]
+    fn the_retail_example_loads_from_its_cdp_toml() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/retail");
+        let sources = cdp_compiler::load_project(&root).unwrap();
+        let checked = cdp_compiler::check(&sources);
+        let project = cdp_compiler::lower(&checked).unwrap();
+        let engine = BatchEngine::with_threads(2).unwrap();
+        let loaded = engine
+            .register_project_sources(&root, &project, checked.config.as_ref().unwrap())
+            .unwrap();
+        let names: Vec<&str> = loaded.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["customers", "orders", "web_events", "email_events"]);
+        assert!(loaded.iter().all(|(_, rows)| *rows > 0), "{loaded:?}");
+        let orders = engine.query("SELECT count(*) FROM orders").unwrap();
+        let n = orders.batches[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0);
+        assert_eq!(n as usize, loaded[1].1);
+    }
+
+    #[test]
     fn sql_errors_name_the_table() {
         let engine = BatchEngine::with_threads(1).unwrap();
         let broken = program(vec![Step::Create(create(

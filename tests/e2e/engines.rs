@@ -63,8 +63,18 @@ pub struct Outcome {
     pub engine: Engine,
     /// Rounds each loop took.
     pub rounds: Vec<u32>,
-    /// Every table the program builds, by name.
+    /// The [`compared_tables`], by name.
     pub tables: BTreeMap<String, CanonTable>,
+}
+
+/// The tables compared across engines: the program's outputs (the tables users read), or, for a
+/// program that names none, every table it builds.
+pub fn compared_tables(program: &Program) -> Vec<String> {
+    if program.outputs.is_empty() {
+        program_tables(program)
+    } else {
+        program.outputs.clone()
+    }
 }
 
 /// Every table a program builds, in first-built order.
@@ -193,7 +203,7 @@ fn run_datafusion(inputs: &[Input], program: &Program) -> Result<(Vec<u32>, Tabl
     }
     let report = engine.run(program).map_err(|e| e.to_string())?;
     let mut tables = BTreeMap::new();
-    for name in program_tables(program) {
+    for name in compared_tables(program) {
         let table = engine.table(&name).map_err(|e| e.to_string())?;
         let canon = canon::arrow_table(&table).map_err(|e| format!("table `{name}`: {e}"))?;
         tables.insert(name, canon);
@@ -224,17 +234,18 @@ pub fn assert_dialects_agree(
             Err(e) => failures.push(format!("{} failed: {e}", engine.name())),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{what}: engines failed\n{}",
-        failures.join("\n")
-    );
+    // The engines that ran are compared even when another failed: one run shows every problem.
     let named: Vec<(&str, &Tables)> = outcomes
         .iter()
         .map(|o| (o.engine.name(), &o.tables))
         .collect();
     let diff = canon::differences(&named, approximate);
-    assert!(diff.is_empty(), "{what}: engines disagree\n{diff}");
+    let mut problems = failures;
+    if !diff.is_empty() {
+        let ran: Vec<&str> = named.iter().map(|(n, _)| *n).collect();
+        problems.push(format!("{} disagree:\n{diff}", ran.join(", ")));
+    }
+    assert!(problems.is_empty(), "{what}:\n{}", problems.join("\n"));
     outcomes
 }
 
@@ -276,4 +287,11 @@ fn csv_paths(input: &Input) -> Result<&[PathBuf], String> {
             input.source.meta.name
         )),
     }
+}
+
+#[test]
+fn a_missing_engine_says_how_to_get_it() {
+    let err = required_env("CDP_TEST_SURELY_NOT_SET", "PostgreSQL", "\"host=…\"").unwrap_err();
+    assert!(err.contains("CDP_TEST_SURELY_NOT_SET is not set"), "{err}");
+    assert!(err.contains("Run `bash .ci/run`"), "{err}");
 }

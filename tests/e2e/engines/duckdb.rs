@@ -12,7 +12,7 @@ use serde_json::{json, Value as Json};
 
 use super::canon::{self, CanonTable, Kind};
 use super::prepare::{prepare_csv, Style};
-use super::{csv_paths, program_tables, required_env, scratch_dir, Input, Tables};
+use super::{compared_tables, csv_paths, required_env, scratch_dir, Input, Tables};
 
 fn sql_type(ty: &Type) -> Result<String, String> {
     Ok(match ty {
@@ -90,7 +90,7 @@ pub fn run(inputs: &[Input], program: &Program) -> Result<(Vec<u32>, Tables), St
             }}),
         })
         .collect();
-    let read = program_tables(program);
+    let read = compared_tables(program);
     let initial_state: Vec<Json> = program.initial_state.iter().map(statement).collect();
     let job = json!({
         "tables": tables,

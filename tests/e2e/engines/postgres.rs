@@ -12,7 +12,7 @@ use postgres::{Client, NoTls, SimpleQueryMessage};
 
 use super::canon::{self, CanonTable, Kind, NULL};
 use super::prepare::{prepare_csv, Style};
-use super::{csv_paths, program_tables, required_env, scratch_dir, Input, Tables};
+use super::{compared_tables, csv_paths, required_env, scratch_dir, Input, Tables};
 
 const EXAMPLE: &str = "\"host=127.0.0.1 port=5432 user=cdp password=cdp dbname=cdp_test\"";
 
@@ -133,7 +133,7 @@ fn run_in_schema(
         )?;
     }
     let mut tables = BTreeMap::new();
-    for name in program_tables(program) {
+    for name in compared_tables(program) {
         let table = read(client, &name).map_err(|e| format!("reading `{name}`: {e}"))?;
         tables.insert(name, table);
     }

@@ -1,0 +1,347 @@
+//! Loading sources: every format into the declared schema, and bad rows refused with their place.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cdp_compiler::config::DataFormat;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+
+use super::*;
+use crate::error::Error;
+
+const SOURCE: &str = r#"
+source events "Test events" {
+  time ts
+  columns {
+    id: string
+    ts: timestamp
+    n: int?
+    amount: decimal(12, 2)?
+    ok: bool?
+    day: date?
+    score: float?
+    spent: duration?
+    tags: list<string>?
+  }
+}
+"#;
+
+fn source() -> ir::Source {
+    let sources = cdp_compiler::project_from_texts([("events.cdp", SOURCE)], None);
+    let checked = cdp_compiler::check(&sources);
+    assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
+    let project = cdp_compiler::lower(&checked).expect("lowers");
+    project.sources.into_iter().next().expect("one source")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    path
+}
+
+fn load(format: DataFormat, paths: Vec<PathBuf>) -> Result<Vec<RecordBatch>> {
+    read_source(&source(), &SourceFiles::new(format, paths))
+}
+
+/// The batches as a table, runs of spaces squeezed so that expectations need no padding.
+fn pretty(batches: &[RecordBatch]) -> String {
+    let text = pretty_format_batches(batches).unwrap().to_string();
+    text.split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const HEADER: &str = "id,ts,n,amount,ok,day,score,spent,tags\n";
+
+#[test]
+fn csv_loads_every_type_with_the_declared_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(
+        dir.path(),
+        "events.csv",
+        &format!(
+            "{HEADER}a,2024-11-03 14:22:05,7,12.5,true,1990-05-17,0.25,95s,\"[\"\"x\"\",\"\"y,z\"\"]\"\n\
+             b,2024-11-03 14:22:05.25,,,,,,,\n\
+             c,2024-12-01,-1,-0.01,FALSE,2000-02-29,1e3,500ms,[]\n"
+        ),
+    );
+    let batches = load(DataFormat::Csv, vec![csv]).unwrap();
+    let schema = batches[0].schema();
+    let types: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Utf8",
+            "Timestamp(µs)",
+            "Int64",
+            "Decimal128(12, 2)",
+            "Boolean",
+            "Date32",
+            "Float64",
+            "Int64",
+            "List(Utf8)",
+        ]
+    );
+    assert!(!schema.field(0).is_nullable() && schema.field(2).is_nullable());
+    let text = pretty(&batches);
+    for expected in [
+        "| a | 2024-11-03T14:22:05 | 7 | 12.50 | true | 1990-05-17 | 0.25 | 95000 | [x, y,z] |",
+        "| b | 2024-11-03T14:22:05.250 | | | | | | | |",
+        "| c | 2024-12-01T00:00:00 | -1 | -0.01 | false | 2000-02-29 | 1000.0 | 500 | [] |",
+    ] {
+        assert!(text.contains(expected), "{expected}\nnot in\n{text}");
+    }
+}
+
+#[test]
+fn bad_csv_rows_are_refused_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(
+        dir.path(),
+        "bad.csv",
+        &format!(
+            "{HEADER}a,2024-11-03 14:22:05,7,,,,,,\n\
+             b,yesterday,7,,,,,,\n\
+             c,2024-11-03 14:22:05,seven,,,,,,\n\
+             ,2024-11-03 14:22:05,,,,,,,\n\
+             d,2024-11-03 14:22:05,,1.234,,,,,\n\
+             e,2024-11-03 14:22:05,,,,,,,\"not json\"\n\
+             f,2024-11-03 14:22:05\n"
+        ),
+    );
+    let err = load(DataFormat::Csv, vec![csv.clone()]).unwrap_err();
+    let Error::BadRows {
+        count,
+        ref examples,
+        ..
+    } = err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!(count, 6, "{err}");
+    let lines: Vec<(u64, &str)> = examples
+        .iter()
+        .map(|e| (e.line, e.column.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (3, "ts"),
+            (4, "n"),
+            (5, "id"),
+            (6, "amount"),
+            (7, "tags"),
+            (8, "(row)")
+        ]
+    );
+    let message = err.to_string();
+    let file = csv.display().to_string();
+    assert!(
+        message.contains(&format!("{file}:line 3: column `ts`")),
+        "{message}"
+    );
+    assert!(message.contains("not a timestamp"), "{message}");
+    assert!(message.contains("not nullable"), "{message}");
+    assert!(message.contains("3 digits after the point"), "{message}");
+    assert!(message.contains("nothing was loaded"), "{message}");
+}
+
+#[test]
+fn a_missing_column_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(dir.path(), "short.csv", "id,ts\na,2024-11-03 14:22:05\n");
+    let err = load(DataFormat::Csv, vec![csv]).unwrap_err().to_string();
+    assert!(err.contains("no column `n` of source `events`"), "{err}");
+}
+
+#[test]
+fn json_lines_take_native_values_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write(
+        dir.path(),
+        "events.jsonl",
+        r#"{"id": "a", "ts": "2024-11-03 14:22:05", "n": 7, "amount": 12.5, "ok": true, "day": "1990-05-17", "score": 0.25, "spent": "95s", "tags": ["x"]}
+
+{"id": "b", "ts": "2024-11-03T14:22:05", "amount": "3.10", "spent": 1500, "extra": 1}
+"#,
+    );
+    let batches = load(DataFormat::Jsonl, vec![jsonl]).unwrap();
+    let text = pretty(&batches);
+    assert!(
+        text.contains("| a | 2024-11-03T14:22:05 | 7 | 12.50 | true |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| b | 2024-11-03T14:22:05 | | 3.10 |"),
+        "{text}"
+    );
+
+    let bad = write(
+        dir.path(),
+        "bad.jsonl",
+        "{\"id\": \"a\", \"ts\": \"2024-11-03 14:22:05\", \"n\": \"7\"}\n[1]\n{\"id\": 1, \"ts\": \"2024-11-03\"}\n",
+    );
+    let err = load(DataFormat::Jsonl, vec![bad.clone()])
+        .unwrap_err()
+        .to_string();
+    let file = bad.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:line 1: column `n`: is not a int (found a string)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:line 2: column `(row)`: is not a JSON object"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:line 3: column `id`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn parquet_is_read_and_converted_to_the_declared_types() {
+    use datafusion::arrow::array::{Int32Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Narrower types than declared: int32 for int, milliseconds for the timestamp; no `ok`.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
+        Field::new("n", DataType::Int32, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b"])),
+            Arc::new(TimestampMillisecondArray::from(vec![1_000, 2_500])),
+            Arc::new(Int32Array::from(vec![Some(1), None])),
+        ],
+    )
+    .unwrap();
+    let path = dir.path().join("part.parquet");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let err = load(DataFormat::Parquet, vec![path.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no column `amount` of source `events`"),
+        "{err}"
+    );
+
+    // A source with just these columns reads them, converted.
+    let mut s = source();
+    s.columns.truncate(3);
+    let batches = read_source(&s, &SourceFiles::new(DataFormat::Parquet, vec![path])).unwrap();
+    assert_eq!(batches[0].schema().field(2).data_type(), &DataType::Int64);
+    let n = batches[0].column(2).as_primitive::<Int64Type>();
+    assert_eq!((n.value(0), n.is_null(1)), (1, true));
+    assert!(
+        pretty(&batches).contains("| b | 1970-01-01T00:00:02.500 | |"),
+        "{}",
+        pretty(&batches)
+    );
+}
+
+#[test]
+fn globs_read_every_matching_file_in_path_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    for (name, id) in [("b.csv", "second"), ("a.csv", "first")] {
+        write(
+            &dir.path().join("data"),
+            name,
+            &format!("{HEADER}{id},2024-11-03 14:22:05,,,,,,,\n"),
+        );
+    }
+    let binding: cdp_compiler::config::SourceBinding = toml_binding("path = \"data/*.csv\"");
+    let files = SourceFiles::from_binding(dir.path(), "events", &binding).unwrap();
+    assert_eq!(files.format, DataFormat::Csv);
+    let batches = read_source(&source(), &files).unwrap();
+    let ids: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ids, ["first", "second"]);
+
+    let none = toml_binding("path = \"data/*.jsonl\"");
+    let err = SourceFiles::from_binding(dir.path(), "events", &none)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no file matches `data/*.jsonl`"), "{err}");
+    let missing = toml_binding("path = \"data/nope.csv\"");
+    let err = SourceFiles::from_binding(dir.path(), "events", &missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nope.csv: data file of source `events` does not exist"),
+        "{err}"
+    );
+}
+
+fn toml_binding(text: &str) -> cdp_compiler::config::SourceBinding {
+    let config = format!("[project]\nname = \"t\"\n\n[sources.events]\n{text}\n");
+    let sources = cdp_compiler::project_from_texts([("events.cdp", SOURCE)], Some(&config));
+    let checked = cdp_compiler::check(&sources);
+    checked
+        .config
+        .expect("cdp.toml parses")
+        .sources
+        .remove("events")
+        .expect("binding")
+}
+
+#[test]
+fn values_parse_strictly() {
+    assert_eq!(parse_decimal("12.5", 12, 2), Ok(1250));
+    assert_eq!(parse_decimal("-0.01", 12, 2), Ok(-1));
+    assert_eq!(parse_decimal("7", 12, 2), Ok(700));
+    assert_eq!(parse_decimal("1.230", 12, 2), Ok(123));
+    assert!(parse_decimal("1.234", 12, 2)
+        .unwrap_err()
+        .contains("3 digits"));
+    assert!(parse_decimal("1234", 4, 2)
+        .unwrap_err()
+        .contains("too large"));
+    assert!(parse_decimal("1e5", 12, 2).is_err());
+    assert!(parse_decimal(".", 12, 2).is_err());
+    assert_eq!(parse_timestamp("1970-01-01 00:00:01"), Ok(1_000_000));
+    assert_eq!(parse_timestamp("1970-01-01T00:00:00.5"), Ok(500_000));
+    assert_eq!(parse_timestamp("1970-01-02"), Ok(86_400_000_000));
+    assert!(parse_timestamp("2024-13-01 00:00:00").is_err());
+    assert!(parse_timestamp("1970-01-01 00:00:00.0000001").is_err());
+    assert_eq!(parse_date("1970-01-11"), Ok(10));
+    assert_eq!(parse_duration("95s"), Ok(95_000));
+    assert_eq!(parse_duration("500ms"), Ok(500));
+    assert_eq!(parse_duration("-2w"), Ok(-1_209_600_000));
+    assert!(parse_duration("5 s").is_err());
+    assert!(parse_duration("s").is_err());
+}
