@@ -1,5 +1,6 @@
 //! No input may make the front end panic or hang: arbitrary text goes through the parser, the
-//! diagnostics renderer, and (when it parses) the checker.
+//! diagnostics renderer, and (when it parses) the checker, the graph printers and the formatter,
+//! whose output must parse again and be its own format.
 
 #![no_main]
 
@@ -28,5 +29,24 @@ fuzz_target!(|text: &str| {
         cdp_compiler::GraphFormat::Text,
     ] {
         let _ = checked.graph.render(format);
+    }
+    // format_source checks its own round trip and reports a failure as a `formatter-bug`
+    // diagnostic rather than returning damaged text: that is a finding here.
+    match cdp_grammar::format_source("fuzz.cdp", text) {
+        Ok(formatted) => {
+            let again = cdp_grammar::format_source("fuzz.cdp", &formatted);
+            assert_eq!(
+                again.as_deref(),
+                Ok(formatted.as_str()),
+                "fmt is not a fixed point"
+            );
+        }
+        Err(diagnostics) => {
+            let bug = diagnostics.iter().find(|d| d.code == "formatter-bug");
+            assert!(
+                bug.is_none(),
+                "the formatter cannot format a file that parses: {bug:?}"
+            );
+        }
     }
 });
