@@ -1674,7 +1674,7 @@ impl<'p> Emitter<'p> {
                 }
                 NodeKind::Split { arms } => {
                     let hash = d.md5_hex(&d.concat2("w.canonical_id", &d.string(&format!(":{name}"))));
-                    let bucket = format!("MOD({}, 10000)", d.hex8_value(&hash));
+                    let bucket = format!("({} % 10000)", d.hex8_value(&hash));
                     let mut case = String::from("CASE");
                     let mut upto = 0u32;
                     for (bp, target) in arms {
