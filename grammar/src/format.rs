@@ -250,9 +250,15 @@ fn definition(def: &Definition) -> Unit {
     match value {
         // `=`-form: the header line is a unit of its own so that a comment after it stays there.
         Some((text, end)) => {
+            // Too long for one line: the value goes on its own line, after `=`.
+            let head = if header.chars().count() + text.chars().count() > MAX_WIDTH {
+                vec![header + " =", format!("{INDENT}{}", &text[" = ".len()..])]
+            } else {
+                vec![header + &text]
+            };
             let value_line = Unit {
                 span: (def.span.start as usize, end.end as usize),
-                head: vec![header + &text],
+                head,
                 ..Unit::default()
             };
             let mut children = vec![value_line];
@@ -1324,6 +1330,13 @@ activation export of customer {
 
     #[test]
     fn long_segment_conditions_break_at_top_level_operators() {
+        let feature = format!("feature f of c \"{}\" = count(b)\n", "d".repeat(90));
+        let printed = format_source("t.cdp", &feature).unwrap();
+        assert_eq!(
+            printed,
+            format!("feature f of c \"{}\" =\n  count(b)\n", "d".repeat(90))
+        );
+        assert_eq!(format_source("t.cdp", &printed).unwrap(), printed);
         let long = "lifetime_value_with_a_long_name > 1000 and orders_in_the_last_thirty_days >= 1 or country in [\"FR\", \"DE\"] and not (email is null)";
         check(
             &format!("segment s of c {{ {long} }}"),
@@ -1549,7 +1562,12 @@ journey j of c {
             testgen::normalize_expr(&mut back);
             testgen::normalize_expr(&mut expected);
             prop_assert_eq!(back, expected, "printed:\n{}", text);
-            prop_assert_eq!(fmt(&text), text);
+            // Short definitions stay on one line; long ones break after `=` (and stay broken).
+            let formatted = fmt(&text);
+            if text.trim_end().chars().count() <= MAX_WIDTH {
+                prop_assert_eq!(&formatted, &text);
+            }
+            prop_assert_eq!(fmt(&formatted), formatted);
         }
 
         /// Layout does not depend on the input's: the same file on one line formats the same.

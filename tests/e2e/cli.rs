@@ -438,3 +438,14 @@ fn plan_shows_the_batch_order_and_the_streaming_graph() {
     assert!(run.stdout.contains("key by profile of customer"));
     assert!(run.stdout.contains("journey winback: state machine"));
 }
+
+#[test]
+fn the_example_project_is_formatted() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = cdp(&["fmt", "--check", "examples/retail"], here);
+    assert_eq!(
+        run.code, 0,
+        "run `cdp fmt examples/retail`:\n{}{}",
+        run.stdout, run.stderr
+    );
+}
