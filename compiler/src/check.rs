@@ -58,16 +58,19 @@ const CHECK_STACK_BYTES: usize = 256 << 20;
 /// Checks a whole project; never panics, reports all problems of all files.
 pub fn check(project: &ProjectSources) -> Checked {
     std::thread::scope(|scope| {
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("cdp-check".into())
             .stack_size(CHECK_STACK_BYTES)
-            .spawn_scoped(scope, || check_on_this_thread(project))
-            .map(|worker| worker.join())
+            .spawn_scoped(scope, || check_on_this_thread(project));
+        match spawned {
+            // A panic in the checker is a bug: it travels on to the caller, once.
+            Ok(worker) => worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // Spawning fails only when the OS refuses a thread; checking here is the best we can do.
+            Err(_) => check_on_this_thread(project),
+        }
     })
-    .ok()
-    .and_then(Result::ok)
-    // Spawning fails only when the OS refuses a thread; checking here is the best we can do.
-    .unwrap_or_else(|| check_on_this_thread(project))
 }
 
 fn check_on_this_thread(project: &ProjectSources) -> Checked {
