@@ -211,6 +211,14 @@ fn compiled_project_agrees(what: &str, dir: &Path) -> Vec<engines::Outcome> {
 #[test]
 fn compiled_retail_example_agrees() {
     let outcomes = compiled_project_agrees("examples/retail compiled", &retail_dir());
+    for o in &outcomes {
+        assert_eq!(
+            o.rounds,
+            outcomes[0].rounds,
+            "{} loop rounds",
+            o.engine.name()
+        );
+    }
     let profiles = &outcomes[0].tables["customer_profile"];
     assert!(
         profiles.rows.len() >= 10,

@@ -229,7 +229,11 @@ pub fn assert_dialects_agree(
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     for engine in Engine::ALL {
-        match run(engine, inputs, &program_for(engine)) {
+        let start = std::time::Instant::now();
+        let result = run(engine, inputs, &program_for(engine));
+        // Shown with --nocapture: where the time of a conformance test goes.
+        eprintln!("{what}: {} took {:.1?}", engine.name(), start.elapsed());
+        match result {
             Ok(o) => outcomes.push(o),
             Err(e) => failures.push(format!("{} failed: {e}", engine.name())),
         }

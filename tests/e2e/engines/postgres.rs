@@ -173,6 +173,10 @@ fn load(client: &mut Client, input: &Input, dir: &std::path::Path) -> Result<(),
     writer
         .finish()
         .map_err(|e| format!("loading `{}`: {}", source.table, pg_error(e)))?;
+    // Statistics, as a warehouse table has them: without them the planner guesses row counts.
+    client
+        .batch_execute(&format!("ANALYZE {table}"))
+        .map_err(|e| format!("analyzing `{}`: {}", source.table, pg_error(e)))?;
     Ok(())
 }
 
@@ -180,13 +184,20 @@ fn create(client: &mut Client, table: &str, sql: &str) -> Result<(), String> {
     client
         .batch_execute(&format!("DROP TABLE IF EXISTS {}", quote(table)))
         .map_err(pg_error)?;
+    let start = std::time::Instant::now();
     client.batch_execute(sql).map_err(|e| {
         format!(
             "building table `{table}` failed: {}\n  statement: {}",
             pg_error(e),
             super::short(sql)
         )
-    })
+    })?;
+    let took = start.elapsed();
+    if took.as_secs() >= 1 {
+        // Shown with --nocapture: statements slow enough to look at.
+        eprintln!("PostgreSQL: building `{table}` took {took:.1?}");
+    }
+    Ok(())
 }
 
 fn changes(client: &mut Client, sql: &str) -> Result<i64, String> {
