@@ -713,7 +713,7 @@ impl<'p> Emitter<'p> {
                  dropped AS (\n  SELECT a, b FROM ranked WHERE {over_limit}\n)\n\
                  -- a link survives when neither end has too many values of the other's key\n\
                  SELECT r.a, r.b\nFROM ranked r\n\
-                 WHERE NOT EXISTS (SELECT 1 FROM dropped x WHERE (x.a = r.a AND x.b = r.b) OR (x.a = r.b AND x.b = r.a))",
+                 WHERE NOT EXISTS (SELECT 1 FROM dropped x WHERE x.a = r.a AND x.b = r.b)\n  AND NOT EXISTS (SELECT 1 FROM dropped x WHERE x.a = r.b AND x.b = r.a)",
                 self.header(&format!("{}: links between identifiers seen in one record, after `max N per profile`", entity.meta.name), &[]),
                 link_selects.join("\n  UNION ALL\n"),
             )
