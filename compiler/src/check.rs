@@ -378,6 +378,23 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Reports every name of `names` given a second time, pointing at the first.
+    fn duplicates<'n>(&mut self, names: impl Iterator<Item = &'n Ident>, what: &str, verb: &str) {
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for name in names {
+            if let Some(first) = seen.insert(&name.name, name.span) {
+                self.diags.push(
+                    Diagnostic::error(
+                        "duplicate-name",
+                        name.span,
+                        format!("{what} `{}` is {verb} twice", name.name),
+                    )
+                    .with_related(first, format!("first {verb} here")),
+                );
+            }
+        }
+    }
+
     fn source(&mut self, def: &Definition, s: &ast::Source) {
         if s.columns.is_empty() {
             self.diags.push(
@@ -389,19 +406,7 @@ impl<'a> Checker<'a> {
                 .with_help("add `columns { id: string, … }`"),
             );
         }
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        for c in &s.columns {
-            if let Some(first) = seen.insert(&c.name.name, c.name.span) {
-                self.diags.push(
-                    Diagnostic::error(
-                        "duplicate-name",
-                        c.name.span,
-                        format!("column `{}` is declared twice", c.name.name),
-                    )
-                    .with_related(first, "first declared here"),
-                );
-            }
-        }
+        self.duplicates(s.columns.iter().map(|c| &c.name), "column", "declared");
         let column = |name: &Ident| s.columns.iter().find(|c| c.name.name == name.name);
         if let Some(key) = &s.key {
             match column(key) {
@@ -463,18 +468,8 @@ impl<'a> Checker<'a> {
                 .with_help("add at least one `key <name>`, e.g. `key customer_id`"),
             );
         }
-        let mut seen: HashMap<&str, Span> = HashMap::new();
+        self.duplicates(e.keys.iter().map(|k| &k.name), "key", "declared");
         for key in &e.keys {
-            if let Some(first) = seen.insert(&key.name.name, key.name.span) {
-                self.diags.push(
-                    Diagnostic::error(
-                        "duplicate-name",
-                        key.name.span,
-                        format!("key `{}` is declared twice", key.name.name),
-                    )
-                    .with_related(first, "first declared here"),
-                );
-            }
             if let Some(norm) = &key.normalize {
                 let cx = Cx {
                     scope: Scope::KeyValue {
@@ -771,18 +766,8 @@ impl<'a> Checker<'a> {
                     .with_help("add e.g. `measure members = count(customer)`"),
             );
         }
-        let mut seen: HashMap<&str, Span> = HashMap::new();
+        self.duplicates(m.measures.iter().map(|x| &x.name), "measure", "defined");
         for measure in &m.measures {
-            if let Some(first) = seen.insert(&measure.name.name, measure.name.span) {
-                self.diags.push(
-                    Diagnostic::error(
-                        "duplicate-name",
-                        measure.name.span,
-                        format!("measure `{}` is defined twice", measure.name.name),
-                    )
-                    .with_related(first, "first defined here"),
-                );
-            }
             let cx = Cx {
                 metric: true,
                 ..self.profile_cx(i, &m.entity.name)

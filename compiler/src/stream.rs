@@ -618,21 +618,7 @@ pub fn show(e: &Expr, p: &Project, source: Option<SourceId>) -> String {
         ExprKind::Not(x) => format!("not ({})", s(x)),
         ExprKind::Neg(x) => format!("-({})", s(x)),
         ExprKind::Binary(op, l, r) => {
-            let sym = match op {
-                BinaryOp::And => "and",
-                BinaryOp::Or => "or",
-                BinaryOp::Eq => "=",
-                BinaryOp::Ne => "!=",
-                BinaryOp::Lt => "<",
-                BinaryOp::Le => "<=",
-                BinaryOp::Gt => ">",
-                BinaryOp::Ge => ">=",
-                BinaryOp::Add => "+",
-                BinaryOp::Sub => "-",
-                BinaryOp::Mul => "*",
-                BinaryOp::Div => "/",
-                BinaryOp::Rem => "%",
-            };
+            let sym = op.symbol();
             format!("({} {sym} {})", s(l), s(r))
         }
         ExprKind::IsNull { value, negated } => {
