@@ -12,6 +12,7 @@ pub mod lower;
 pub mod project;
 pub mod sql;
 pub mod stream;
+pub mod synthetic;
 pub mod types;
 
 pub use check::{check, Checked};

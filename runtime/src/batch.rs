@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cdp_compiler::config::ProjectConfig;
 use cdp_compiler::ir;
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
@@ -51,6 +51,13 @@ impl RunReport {
     pub fn rounds(&self) -> u32 {
         self.loop_rounds.iter().sum()
     }
+}
+
+/// What one step did: the loop's rounds (a loop) and the time spent on each table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepDone {
+    pub rounds: Option<u32>,
+    pub timings: Vec<(String, Duration)>,
 }
 
 /// DataFusion with the project's sources registered as in-memory tables.
@@ -156,45 +163,66 @@ impl BatchEngine {
     /// each state table takes the contents of its `<table>_next` output.
     pub fn run(&self, program: &Program) -> Result<RunReport> {
         let mut report = RunReport::default();
+        self.create_state(program)?;
+        for step in &program.steps {
+            let done = self.run_step(step)?;
+            report.loop_rounds.extend(done.rounds);
+            report.timings.extend(done.timings);
+        }
+        self.advance_state(program)?;
+        Ok(report)
+    }
+
+    /// Creates the program's state tables that do not exist yet (first run), keeping the others.
+    pub fn create_state(&self, program: &Program) -> Result<()> {
         for state in &program.initial_state {
             self.execute(Some(&state.table), &state.sql)?;
         }
-        for step in &program.steps {
-            match step {
-                Step::Create(statement) => {
-                    let took = self.create(statement)?;
-                    report.timings.push((statement.table.clone(), took));
+        Ok(())
+    }
+
+    /// Runs one step of a program: a statement, or a loop until it converges.
+    pub fn run_step(&self, step: &Step) -> Result<StepDone> {
+        let mut done = StepDone::default();
+        match step {
+            Step::Create(statement) => {
+                let took = self.create(statement)?;
+                done.timings.push((statement.table.clone(), took));
+            }
+            Step::Loop {
+                body,
+                converged,
+                max_rounds,
+            } => {
+                let mut took = vec![Duration::ZERO; body.len()];
+                let mut rounds = 0;
+                loop {
+                    if rounds == *max_rounds {
+                        let last_changes = self.changes(converged)?;
+                        return Err(Error::NotConverged {
+                            rounds,
+                            last_changes,
+                        });
+                    }
+                    rounds += 1;
+                    for (statement, t) in body.iter().zip(took.iter_mut()) {
+                        *t += self.create(statement)?;
+                    }
+                    if self.changes(converged)? == 0 {
+                        break;
+                    }
                 }
-                Step::Loop {
-                    body,
-                    converged,
-                    max_rounds,
-                } => {
-                    let mut took = vec![Duration::ZERO; body.len()];
-                    let mut rounds = 0;
-                    loop {
-                        if rounds == *max_rounds {
-                            let last_changes = self.changes(converged)?;
-                            return Err(Error::NotConverged {
-                                rounds,
-                                last_changes,
-                            });
-                        }
-                        rounds += 1;
-                        for (statement, t) in body.iter().zip(took.iter_mut()) {
-                            *t += self.create(statement)?;
-                        }
-                        if self.changes(converged)? == 0 {
-                            break;
-                        }
-                    }
-                    report.loop_rounds.push(rounds);
-                    for (statement, t) in body.iter().zip(took) {
-                        report.timings.push((statement.table.clone(), t));
-                    }
+                done.rounds = Some(rounds);
+                for (statement, t) in body.iter().zip(took) {
+                    done.timings.push((statement.table.clone(), t));
                 }
             }
         }
+        Ok(done)
+    }
+
+    /// After a run: each state table takes the contents of its `<table>_next` output.
+    pub fn advance_state(&self, program: &Program) -> Result<()> {
         for state in &program.initial_state {
             let table = quote(&state.table);
             let next = quote(&format!("{}_next", state.table));
@@ -204,7 +232,7 @@ impl BatchEngine {
                 &format!("CREATE TABLE {table} AS SELECT * FROM {next}"),
             )?;
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Runs one statement to completion.
@@ -226,13 +254,64 @@ impl BatchEngine {
         })
     }
 
-    /// Drops the statement's table if it exists and builds it anew.
+    /// Builds the statement's table anew, replacing any earlier one.
+    ///
+    /// The engine runs the statement's query itself and registers the result with every column
+    /// nullable, rather than letting DataFusion's `CREATE TABLE AS` do it: that one refuses a
+    /// result whose batches disagree with the plan about nullability ("Mismatch between schema
+    /// and batches", e.g. a `CASE` over a `LEFT JOIN` of non-null columns). The result is also
+    /// spread over the engine's partitions, so later statements read it in parallel.
     fn create(&self, statement: &Statement) -> Result<Duration> {
         let start = Instant::now();
         let table = Some(statement.table.as_str());
-        let drop = format!("DROP TABLE IF EXISTS {}", quote(&statement.table));
-        self.execute(table, &drop)?;
-        self.execute(table, &statement.sql)?;
+        let Some(query) = create_query(&statement.sql, &statement.table) else {
+            let drop = format!("DROP TABLE IF EXISTS {}", quote(&statement.table));
+            self.execute(table, &drop)?;
+            self.execute(table, &statement.sql)?;
+            return Ok(start.elapsed());
+        };
+        let fail = |e: datafusion::error::DataFusionError| Error::Sql {
+            table: table.map(str::to_string),
+            sql: statement.sql.to_string(),
+            message: e.to_string(),
+        };
+        let (schema, batches) = self.runtime.block_on(async {
+            let frame = self.ctx.sql(query).await.map_err(fail)?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await.map_err(fail)?;
+            Ok::<_, Error>((schema, batches))
+        })?;
+        // The batches' own types win over the plan's (string views, say), with every column
+        // nullable; a batch that differs from the first is cast to it.
+        let model = batches.first().map_or(schema, |b| b.schema());
+        let nullable = Arc::new(Schema::new(
+            model
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let batches = batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(nullable.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(c.clone())
+                        } else {
+                            datafusion::arrow::compute::cast(c, f.data_type())
+                        }
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                RecordBatch::try_new(nullable.clone(), columns)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.into()))?;
+        self.register_batches(&statement.table, nullable, batches)?;
         Ok(start.elapsed())
     }
 
@@ -269,6 +348,16 @@ impl BatchEngine {
         Ok(values.value(0))
     }
 
+    /// The one integer a query like `SELECT count(*) …` returns.
+    pub fn count(&self, sql: &str) -> Result<i64> {
+        self.changes(sql)
+    }
+
+    /// The number of rows of a table.
+    pub fn table_rows(&self, table: &str) -> Result<usize> {
+        Ok(self.count(&format!("SELECT count(*) AS n FROM {}", quote(table)))? as usize)
+    }
+
     /// Runs a query and returns its result.
     pub fn query(&self, sql: &str) -> Result<Table> {
         let fail = |e: datafusion::error::DataFusionError| Error::Sql {
@@ -299,6 +388,22 @@ impl BatchEngine {
 }
 
 /// `name` as a quoted SQL identifier, so that table names keep their case.
+/// The query of `[-- comments…] CREATE TABLE <table> AS <query>`, when the statement has that
+/// shape (compiled programs always do).
+fn create_query<'a>(sql: &'a str, table: &str) -> Option<&'a str> {
+    let mut rest = sql.trim_start();
+    while rest.starts_with("--") {
+        rest = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+    }
+    let head = format!("CREATE TABLE {} AS", quote(table));
+    let plain = format!("CREATE TABLE {table} AS");
+    [head, plain]
+        .iter()
+        .find_map(|h| rest.strip_prefix(h.as_str()))
+        .filter(|q| q.starts_with(char::is_whitespace))
+        .map(str::trim_start)
+}
+
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -49,6 +49,14 @@ pub enum Error {
     NoSuchTable(String),
     /// A bug in the runtime.
     Internal(String),
+    /// A workflow step still failed after its retries.
+    StepFailed {
+        step: String,
+        attempts: u32,
+        cause: Box<Error>,
+    },
+    /// An output table failed a check (duplicate keys, missing values).
+    CheckFailed { table: String, message: String },
 }
 
 impl fmt::Display for Error {
@@ -111,6 +119,18 @@ impl fmt::Display for Error {
             ),
             Error::NoSuchTable(t) => write!(f, "no table `{t}`"),
             Error::Internal(m) => write!(f, "internal error (a bug in cdp): {m}"),
+            Error::StepFailed {
+                step,
+                attempts,
+                cause,
+            } => write!(
+                f,
+                "step `{step}` failed after {attempts} attempt{}: {cause}",
+                if *attempts == 1 { "" } else { "s" }
+            ),
+            Error::CheckFailed { table, message } => {
+                write!(f, "check of table `{table}` failed: {message}")
+            }
         }
     }
 }

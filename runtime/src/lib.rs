@@ -7,8 +7,10 @@ pub mod error;
 pub mod load;
 pub mod program;
 pub mod schema;
+pub mod store;
+pub mod workflow;
 
-pub use batch::{BatchEngine, RunReport, Table};
+pub use batch::{BatchEngine, RunReport, StepDone, Table};
 pub use error::{Error, Result};
 pub use load::SourceFiles;
 pub use program::{Dialect, Program, Statement, Step};

@@ -88,7 +88,10 @@ pub fn plan(dir: &Path, streaming: bool, out: &mut dyn Write, err: &mut dyn Writ
 }
 
 /// Loads, checks (printing every diagnostic) and lowers a project; errors stop here.
-fn lowered(dir: &Path, err: &mut dyn Write) -> Result<(ir::Project, Option<String>), Failure> {
+pub(super) fn lowered(
+    dir: &Path,
+    err: &mut dyn Write,
+) -> Result<(ir::Project, Option<String>), Failure> {
     let sources = load(dir)?;
     let checked = cdp_compiler::check(&sources);
     for d in &checked.diagnostics {
@@ -110,7 +113,7 @@ fn lowered(dir: &Path, err: &mut dyn Write) -> Result<(ir::Project, Option<Strin
 }
 
 /// `--as-of`, else the project's `as_of`, else now; in microseconds since the epoch (UTC).
-fn as_of_micros(text: Option<&str>) -> Result<i64, Failure> {
+pub(super) fn as_of_micros(text: Option<&str>) -> Result<i64, Failure> {
     match text {
         Some(t) => cdp_compiler::config::parse_timestamp(t)
             .map(|s| s * 1_000_000)

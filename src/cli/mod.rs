@@ -9,6 +9,7 @@ mod compile;
 mod fmt;
 mod graph;
 mod init;
+mod run;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -91,6 +92,17 @@ enum Command {
         #[arg(long)]
         streaming: bool,
     },
+    /// Run the project on the embedded engine and commit its outputs to the offline store.
+    Run {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The as-of time, `YYYY-MM-DD[ HH:MM:SS]` (default: the project's `as_of`, else now).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Extra attempts of a failing step before the run stops.
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+    },
     /// Fails on purpose, so that tests see what a user sees when cdp has a bug.
     #[command(hide = true)]
     InternalPanic,
@@ -161,6 +173,19 @@ pub fn run(
             compile::run(&dir, &options, out, err)
         }
         Command::Plan { dir, streaming } => compile::plan(&dir, streaming, out, err),
+        Command::Run {
+            dir,
+            as_of,
+            retries,
+        } => {
+            use std::io::IsTerminal;
+            let options = run::Options {
+                as_of: as_of.as_deref(),
+                retries,
+                progress: std::io::stderr().is_terminal(),
+            };
+            run::run(&dir, &options, out, err)
+        }
         Command::InternalPanic => panic!("`cdp internal-panic` fails on purpose"),
     };
     let outcome = outcome.and_then(|()| out.flush().map_err(Failure::from));
@@ -201,7 +226,7 @@ fn usage(e: &clap::Error, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 }
 
 /// Reads a project from disk; a directory that is not a readable project is the user's mistake.
-fn load(dir: &std::path::Path) -> Result<cdp_compiler::ProjectSources, Failure> {
+pub(super) fn load(dir: &std::path::Path) -> Result<cdp_compiler::ProjectSources, Failure> {
     cdp_compiler::load_project(dir).map_err(|e| Failure::User(e.to_string()))
 }
 

@@ -386,7 +386,7 @@ fn compile_only_one_definition_and_to_files() {
     let program: Value =
         serde_json::from_str(&read(&tmp.path().join("sql/program.json"))).expect("program.json");
     assert_eq!(program["dialect"], "Postgres");
-    assert!(read(&tmp.path().join("sql/01_welcome_state.sql"))
+    assert!(read(&tmp.path().join("sql/01_customer_id_map.sql"))
         .starts_with("CREATE TABLE IF NOT EXISTS"));
 }
 

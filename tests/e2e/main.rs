@@ -5,4 +5,7 @@ mod cli;
 mod conformance;
 mod corpus;
 mod engines;
+mod identity;
 mod no_panic;
+mod run;
+mod trino;

@@ -191,7 +191,8 @@ impl Dialect {
                 format!("CAST(date_part('epoch', CAST({x} AS TIMESTAMP)) AS {d})")
             }
             Dialect::Trino => format!("to_unixtime(CAST({x} AS TIMESTAMP))"),
-            Dialect::Spark => format!("CAST(unix_timestamp(CAST({x} AS TIMESTAMP)) AS {d})"),
+            // `unix_timestamp` drops the sub-second part; microseconds keep it.
+            Dialect::Spark => format!("CAST(unix_micros(CAST({x} AS TIMESTAMP)) AS {d}) / 1000000"),
         }
     }
 
@@ -209,6 +210,9 @@ impl Dialect {
             TextOp::EndsWith => match self {
                 Dialect::DuckDb => format!("ends_with({value}, {pattern})"),
                 Dialect::Spark => format!("endswith({value}, {pattern})"),
+                // Trino has no `right` (and RIGHT is a reserved word there, so `right(…)` does
+                // not even parse); `ends_with` only exists since Trino 482.
+                Dialect::Trino => format!("starts_with(reverse({value}), reverse({pattern}))"),
                 _ => format!("right({value}, length({pattern})) = {pattern}"),
             },
             TextOp::Matches => match self {

@@ -6,7 +6,10 @@
 //!   seen in one record, after exclusions and `max N per profile` limits);
 //! - `e_id_cc`: connected components by an iterative program (hook to the smallest label among
 //!   neighbours, then jump to the label's label) that repeats until no label changes;
-//! - `e_identity`: every identifier with the canonical id of its profile;
+//! - `e_id_claims`, `e_identity`: every identifier with the canonical id of its profile — the id
+//!   the profile had after the previous run (state table `e_id_map`, replaced by
+//!   `e_id_map_next`), else the id of its identifier seen first;
+//! - `e_id_merges`: old ids merged into another profile's id in this run;
 //! - `e_profile`: one row per profile with its attributes, features and segment memberships;
 //! - `e_segments`: (canonical id, segment) for every membership.
 //!
@@ -118,7 +121,13 @@ pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Progra
     let mut initial_state = Vec::new();
     for (i, entity) in project.entities.iter().enumerate() {
         let id = EntityId(i as u32);
-        e.identity(id, entity, &mut steps, &mut outputs);
+        e.identity(
+            id,
+            entity,
+            &mut steps,
+            &mut outputs,
+            Some(&mut initial_state),
+        );
         let statements = e.profile(id, entity);
         if let Some(profile) = statements.last() {
             outputs.push(profile.table.clone());
@@ -188,7 +197,7 @@ pub fn training_set(
     let mut steps = Vec::new();
     let mut outputs = Vec::new();
     let id = EntityId(id as u32);
-    e.identity(id, ent, &mut steps, &mut outputs);
+    e.identity(id, ent, &mut steps, &mut outputs, None);
     e.pit = Some(KeyId(key as u32));
     e.as_of = "spine_ts".to_string();
     let statements = e.profile(id, ent);
@@ -574,6 +583,7 @@ impl<'p> Emitter<'p> {
         entity: &'p Entity,
         steps: &mut Vec<Step>,
         outputs: &mut Vec<String>,
+        mut initial_state: Option<&mut Vec<Statement>>,
     ) {
         let d = self.d;
         let _ = id;
@@ -583,6 +593,9 @@ impl<'p> Emitter<'p> {
         let cc = self.table(entity, "id_cc");
         let cc_prev = self.table(entity, "id_cc_prev");
         let identity = self.table(entity, "identity");
+        let claims = self.table(entity, "id_claims");
+        let merges = self.table(entity, "id_merges");
+        let id_map = self.table(entity, "id_map");
         let sources = self.bound_sources(entity);
 
         // Records: every visible row of every bound source with its normalized key values.
@@ -734,13 +747,22 @@ impl<'p> Emitter<'p> {
                 )
             ),
         }));
+        // One round: every node hears the smallest label among its neighbours; every label (a
+        // group of nodes) takes the smallest label any of its members heard, so a whole group
+        // hooks onto its smallest neighbouring group at once; then each node jumps to its new
+        // label's label. Groups merge and hook chains halve every round: O(log n) rounds, also
+        // when names along a path are in no particular order.
+        let min2 = |a: &str, b: &str| format!("CASE WHEN {b} < {a} THEN {b} ELSE {a} END");
         let step_sql = format!(
-            "{}CREATE TABLE {cc} AS\nWITH hooked AS (\n  -- each node takes the smallest label among itself and its neighbours\n  \
-             SELECT c.node,\n         CASE WHEN min(n.label) < c.label THEN min(n.label) ELSE c.label END AS label\n  \
-             FROM {cc_prev} c\n  LEFT JOIN {edges} e ON e.a = c.node\n  LEFT JOIN {cc_prev} n ON n.node = e.b\n  GROUP BY c.node, c.label\n)\n\
-             -- then jumps to its label's label: paths halve each round (O(log n) rounds)\n\
-             SELECT h.node, CASE WHEN p.label < h.label THEN p.label ELSE h.label END AS label\nFROM hooked h\nLEFT JOIN hooked p ON p.node = h.label",
-            self.header(&format!("{}: connected components, one round", entity.meta.name), &[])
+            "{}CREATE TABLE {cc} AS\nWITH heard AS (\n  \
+             SELECT c.node, c.label, min(n.label) AS nearest\n  \
+             FROM {cc_prev} c\n  LEFT JOIN {edges} e ON e.a = c.node\n  LEFT JOIN {cc_prev} n ON n.node = e.b\n  GROUP BY c.node, c.label\n),\n\
+             groups AS (\n  SELECT label, min(nearest) AS nearest\n  FROM heard\n  GROUP BY label\n),\n\
+             hooked AS (\n  SELECT h.node, {} AS label\n  FROM heard h\n  JOIN groups g ON g.label = h.label\n)\n\
+             SELECT h.node, {} AS label\nFROM hooked h\nLEFT JOIN hooked p ON p.node = h.label",
+            self.header(&format!("{}: connected components, one round", entity.meta.name), &[]),
+            min2(&min2("h.label", "h.nearest"), "g.nearest"),
+            min2("h.label", "p.label"),
         );
         steps.push(Step::Loop {
             body: vec![
@@ -753,20 +775,76 @@ impl<'p> Emitter<'p> {
             max_rounds: MAX_IDENTITY_ROUNDS,
         });
 
-        // Canonical ids: the id of the component's identifier seen first (then by key priority,
-        // then by value) — stable while the profile grows; on a merge the earlier profile wins.
+        // Canonical ids. A profile keeps the id it had after the previous run (the id map kept
+        // between runs); a new profile takes the id of its identifier seen first (then by key
+        // priority, then by value). When profiles merge, the id seen first survives and the
+        // others are recorded as merged into it.
+        let string_ty = d.type_name(&Type::String);
+        let id_map_sql = format!(
+            "CREATE TABLE IF NOT EXISTS {id_map} AS\nSELECT CAST(NULL AS {string_ty}) AS key_name, CAST(NULL AS {string_ty}) AS key_value, CAST(NULL AS {string_ty}) AS canonical_id\nWHERE FALSE"
+        );
+        if let Some(state) = initial_state.as_mut() {
+            state.push(Statement {
+                table: unquote(&id_map),
+                sql: id_map_sql,
+            });
+        }
+        let previous_ids = if initial_state.is_some() {
+            id_map.clone()
+        } else {
+            // Training sets resolve identity afresh: no state is read or written.
+            format!(
+                "(SELECT CAST(NULL AS {string_ty}) AS key_name, CAST(NULL AS {string_ty}) AS key_value, CAST(NULL AS {string_ty}) AS canonical_id WHERE FALSE)"
+            )
+        };
+        let members = format!(
+            "members AS (\n  SELECT n.node, n.key_name, n.key_value, n.priority, n.first_seen, c.label\n  FROM {nodes} n\n  JOIN {cc} c ON c.node = n.node\n)"
+        );
+        let claims_sql = format!(
+            "{}CREATE TABLE {claims} AS\nWITH {members},\n\
+             anchors AS (\n  SELECT label, node AS anchor\n  FROM (\n    SELECT label, node,\n           ROW_NUMBER() OVER (PARTITION BY label ORDER BY first_seen, priority, key_value) AS rn\n    FROM members\n  ) ranked\n  WHERE rn = 1\n),\n\
+             previous AS (\n  -- the ids the members of each profile had after the previous run\n  SELECT m.label, p.canonical_id, min(m.first_seen) AS seen\n  FROM members m\n  JOIN {previous_ids} p ON p.key_name = m.key_name AND p.key_value = m.key_value\n  GROUP BY m.label, p.canonical_id\n),\n\
+             claimed AS (\n  -- an old id stays with one profile only (after a split: the one holding its identifier seen first)\n  SELECT label, canonical_id, seen\n  FROM (\n    SELECT pr.label, pr.canonical_id, pr.seen,\n           ROW_NUMBER() OVER (PARTITION BY pr.canonical_id ORDER BY pr.seen, a.anchor) AS rn\n    FROM previous pr\n    JOIN anchors a ON a.label = pr.label\n  ) ranked\n  WHERE rn = 1\n)\n\
+             -- per profile: its anchor, and each old id it keeps, the one seen first surviving\n\
+             SELECT a.label, a.anchor, c.canonical_id AS old_id,\n       ROW_NUMBER() OVER (PARTITION BY a.label ORDER BY c.seen, c.canonical_id) AS rank_in_profile\nFROM anchors a\nLEFT JOIN claimed c ON c.label = a.label",
+            self.header(&format!("{}: each profile's anchor identifier and the ids it had before", entity.meta.name), &[&entity.meta.name]),
+        );
+        steps.push(Step::Create(Statement {
+            table: unquote(&claims),
+            sql: claims_sql,
+        }));
         let identity_sql = format!(
-            "{}CREATE TABLE {identity} AS\nWITH members AS (\n  SELECT n.node, n.key_name, n.key_value, n.priority, n.first_seen, c.label\n  FROM {nodes} n\n  JOIN {cc} c ON c.node = n.node\n),\n\
-             anchors AS (\n  SELECT label, node AS anchor\n  FROM (\n    SELECT label, node,\n           ROW_NUMBER() OVER (PARTITION BY label ORDER BY first_seen, priority, key_value) AS rn\n    FROM members\n  ) ranked\n  WHERE rn = 1\n)\n\
-             SELECT m.key_name, m.key_value, substr({}, 1, 16) AS canonical_id\nFROM members m\nJOIN anchors a ON a.label = m.label",
+            "{}CREATE TABLE {identity} AS\nWITH {members}\n\
+             SELECT m.key_name, m.key_value, coalesce(c.old_id, substr({}, 1, 16)) AS canonical_id\nFROM members m\nJOIN {claims} c ON c.label = m.label AND c.rank_in_profile = 1",
             self.header(&format!("{}: the canonical id of every identifier", entity.meta.name), &[&entity.meta.name]),
-            d.md5_hex("a.anchor"),
+            d.md5_hex("c.anchor"),
         );
         outputs.push(unquote(&identity));
         steps.push(Step::Create(Statement {
             table: unquote(&identity),
             sql: identity_sql,
         }));
+        if initial_state.is_some() {
+            let merges_sql = format!(
+                "{}CREATE TABLE {merges} AS\nSELECT o.old_id AS merged_id, s.old_id AS into_id, {} AS merged_at\nFROM {claims} o\nJOIN {claims} s ON s.label = o.label AND s.rank_in_profile = 1\nWHERE o.rank_in_profile > 1",
+                self.header(&format!("{}: profiles merged into another in this run", entity.meta.name), &[&entity.meta.name]),
+                self.as_of,
+            );
+            outputs.push(unquote(&merges));
+            steps.push(Step::Create(Statement {
+                table: unquote(&merges),
+                sql: merges_sql,
+            }));
+            let next = self.table(entity, "id_map_next");
+            outputs.push(unquote(&next));
+            steps.push(Step::Create(Statement {
+                table: unquote(&next),
+                sql: format!(
+                    "{}CREATE TABLE {next} AS\nSELECT key_name, key_value, canonical_id FROM {identity}",
+                    self.header(&format!("{}: the id map the next run starts from", entity.meta.name), &[])
+                ),
+            }));
+        }
     }
 
     // ---------------------------------------------------------------------- profile
@@ -984,7 +1062,7 @@ impl<'p> Emitter<'p> {
                 ctes.push((
                     cte.clone(),
                     format!(
-                        "SELECT canonical_id, v\n  FROM (\n    SELECT canonical_id, v, ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY {order}) AS rn\n    FROM (SELECT canonical_id, {}, {v} AS v FROM {}) r\n    WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
+                        "SELECT canonical_id, v\n  FROM (\n    SELECT canonical_id, v, ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY {order}) AS rn\n    FROM (SELECT canonical_id, {}, {v} AS v FROM {} src) r\n    WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
                         order_by.map_or_else(|| "1 AS unordered".to_string(), |c| self.q(&s.columns[c.index()].name)),
                         self.source_rows(*source)
                     ),
@@ -1527,8 +1605,9 @@ impl<'p> Emitter<'p> {
         let d = self.d;
         let name = &journey.meta.name;
         let t = |suffix: &str| self.q(&format!("{name}_{suffix}"));
-        let (state, work, round, fired, fired_round, transitions) = (
+        let (state, prior, work, round, fired, fired_round, transitions) = (
             t("state"),
+            t("state_prior"),
             t("state_next"),
             t("state_round"),
             t("activations"),
@@ -1574,6 +1653,25 @@ impl<'p> Emitter<'p> {
                 empty.join(",\n       ")
             ),
         });
+
+        // The previous state, with the state of a profile merged into another since then
+        // carried over to the survivor (unless the survivor has its own: then the survivor's).
+        let merges = self.table(entity, "id_merges");
+        let prior_sql = format!(
+            "{}CREATE TABLE {prior} AS\nSELECT {all_cols}\nFROM (\n  SELECT coalesce(m.into_id, p.canonical_id) AS canonical_id, {},\n         ROW_NUMBER() OVER (PARTITION BY coalesce(m.into_id, p.canonical_id)\n                            ORDER BY CASE WHEN m.into_id IS NULL THEN 0 ELSE 1 END, p.entered_at, p.canonical_id) AS rn\n  FROM {state} p\n  LEFT JOIN {merges} m ON m.merged_id = p.canonical_id\n) carried\nWHERE rn = 1",
+            self.header(&format!("journey {name}: the state after the previous run, merged profiles folded into their survivor"), &[name]),
+            all_cols
+                .split(", ")
+                .skip(1)
+                .map(|c| format!("p.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        steps.push(Step::Create(Statement {
+            table: unquote(&prior),
+            sql: prior_sql,
+        }));
+        let state = prior;
 
         // Entries, then goals and exits.
         let policy = match journey.reentry {

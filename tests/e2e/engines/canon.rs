@@ -357,13 +357,14 @@ const SHOWN_ROWS: usize = 8;
 const APPROX: &str = "≈";
 
 /// Whether two approximate counts (HyperLogLog estimates, which each engine computes its own
-/// way) are close enough: within 2, or within 10% of the larger.
+/// way) are close enough: within 2, or within 20% of the larger. DuckDB's sketch is small: its
+/// estimate of 48 distinct values can be 43 (the data are seeded, so a test never flickers).
 pub fn approx_equal(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
     match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => (x - y).abs() <= 2.0f64.max(0.1 * x.abs().max(y.abs())),
+        (Ok(x), Ok(y)) => (x - y).abs() <= 2.0f64.max(0.2 * x.abs().max(y.abs())),
         _ => false,
     }
 }

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use cdp_compiler::{project_from_texts, ProjectSources};
+use crate::{project_from_texts, ProjectSources};
 
 /// A generated project held in memory: `.cdp` files and the `cdp.toml` that binds its sources.
 #[derive(Debug, Clone)]
