@@ -2,5 +2,6 @@
 //! synthetic project that the compile benchmark and the end-to-end tests share.
 
 pub mod cli;
+pub mod demo;
 /// The generated benchmark project lives in the compiler crate (its benchmark needs no engine).
 pub use cdp_compiler::synthetic;

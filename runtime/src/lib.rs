@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod identity;
 pub mod load;
 pub mod program;
 pub mod schema;
