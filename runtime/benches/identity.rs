@@ -163,7 +163,7 @@ fn records(count: u64, from: u64, population: u64) -> Vec<RecordBatch> {
         for j in 0..1 + h % 3 {
             let r = mix(h.wrapping_add(j));
             let t = START + (r % YEAR as u64) as i64 + if from > 0 { YEAR } else { 0 };
-            let (owner, number) = if r % 100 == 0 {
+            let (owner, number) = if r.is_multiple_of(100) {
                 (mix(r) % population.max(1), 0)
             } else {
                 (i, j)

@@ -2170,8 +2170,10 @@ mod tests {
         (ids, merged)
     }
 
-    fn small_cases(
-    ) -> impl Strategy<Value = (Vec<KeySpec>, Vec<Rec>, Vec<(String, String, String)>)> {
+    /// Keys, records and a previous id map.
+    type Case = (Vec<KeySpec>, Vec<Rec>, Vec<(String, String, String)>);
+
+    fn small_cases() -> impl Strategy<Value = Case> {
         let key_specs = prop::collection::vec(
             (1u64..=3, prop_oneof![Just(None), (0u64..=3).prop_map(Some)]),
             1..=3,

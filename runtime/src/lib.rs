@@ -1,11 +1,13 @@
 //! Executes compiled cdp plans. Today: the embedded batch engine ([`batch`]) that loads a
 //! project's sources with their declared types ([`load`], [`schema`]) and runs a compiled SQL
-//! [`Program`] on Apache DataFusion. Identity, streaming operators and sinks land here later.
+//! [`Program`] on Apache DataFusion as a workflow ([`workflow`]), with identity resolved natively
+//! ([`identity`], [`native`]), committing to the offline store ([`store`]).
 
 pub mod batch;
 pub mod error;
 pub mod identity;
 pub mod load;
+pub mod native;
 pub mod program;
 pub mod schema;
 pub mod store;

@@ -8,39 +8,115 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::batch::BatchEngine;
+use crate::batch::{BatchEngine, StepDone};
 use crate::error::{Error, Result};
 use crate::program::{Program, Step};
 
-/// One node of the workflow: a step of the program and the steps it waits for.
+/// One node of the workflow: a step of the program (or native work standing in for some of
+/// them) and the nodes it waits for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
-    /// Index into `Program::steps`.
-    pub step: usize,
+    pub task: Task,
     /// A short name: the table it builds (a loop: the last table of its body, and "(loop)").
     pub name: String,
     pub tables: Vec<String>,
+    /// Indexes of the nodes it waits for.
     pub after: Vec<usize>,
+}
+
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// `Program::steps[i]`, on the engine.
+    Sql(usize),
+    /// `natives[i]`.
+    Native(usize),
+}
+
+/// Work done in Rust in place of some of a program's SQL steps (identity resolution: the
+/// connected-components loop becomes a union-find). Its steps are those that build only tables of
+/// `replaces`; it runs where the first of them was, after the writers of `reads`.
+pub struct Native<'a> {
+    pub name: String,
+    /// Tables whose SQL steps it stands in for.
+    pub replaces: Vec<String>,
+    /// Tables it needs.
+    pub reads: Vec<String>,
+    /// Tables it registers on the engine (those of `replaces` that other steps read or that are
+    /// outputs).
+    pub builds: Vec<String>,
+    #[allow(clippy::type_complexity)]
+    pub run: Box<dyn Fn(&BatchEngine) -> Result<()> + Send + Sync + 'a>,
+}
+
+impl std::fmt::Debug for Native<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Native")
+            .field("name", &self.name)
+            .field("replaces", &self.replaces)
+            .field("reads", &self.reads)
+            .field("builds", &self.builds)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The dependency graph of a program's steps, in program order.
 pub fn graph(program: &Program) -> Vec<Node> {
+    plan(program, &[])
+}
+
+/// The dependency graph of a program's steps with `natives` in place of the steps they replace.
+pub fn plan(program: &Program, natives: &[Native]) -> Vec<Node> {
     let built: BTreeSet<String> = program
         .steps
         .iter()
         .flat_map(|s| step_tables(s).into_iter())
         .chain(program.initial_state.iter().map(|s| s.table.clone()))
         .collect();
+    let replaced_by = |table: &str| {
+        natives
+            .iter()
+            .position(|n| n.replaces.iter().any(|t| t == table))
+    };
+    let mut emitted = vec![false; natives.len()];
     let mut last_writer: HashMap<String, usize> = HashMap::new();
     let mut readers_since_write: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut nodes = Vec::new();
-    for (i, step) in program.steps.iter().enumerate() {
-        let writes = step_tables(step);
-        let reads: BTreeSet<String> = step_sql(step)
-            .iter()
-            .flat_map(|sql| identifiers(sql))
-            .filter(|t| built.contains(t))
-            .collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (s, step) in program.steps.iter().enumerate() {
+        let step_writes = step_tables(step);
+        let native = step_writes
+            .first()
+            .and_then(|t| replaced_by(t))
+            .filter(|&k| step_writes.iter().all(|t| replaced_by(t) == Some(k)));
+        let (task, writes, reads, name): (Task, Vec<String>, BTreeSet<String>, String) =
+            match native {
+                Some(k) if emitted[k] => continue,
+                Some(k) => {
+                    emitted[k] = true;
+                    let n = &natives[k];
+                    (
+                        Task::Native(k),
+                        n.builds.clone(),
+                        n.reads.iter().cloned().collect(),
+                        n.name.clone(),
+                    )
+                }
+                None => {
+                    let reads = step_sql(step)
+                        .iter()
+                        .flat_map(|sql| identifiers(sql))
+                        .filter(|t| built.contains(t))
+                        .collect();
+                    let name = match step {
+                        Step::Create(s) => s.table.clone(),
+                        Step::Loop { body, .. } => {
+                            format!("{} (loop)", body.last().map_or("", |s| s.table.as_str()))
+                        }
+                    };
+                    (Task::Sql(s), step_writes, reads, name)
+                }
+            };
+        let i = nodes.len();
         let mut after = BTreeSet::new();
         for table in &reads {
             if let Some(&w) = last_writer.get(table) {
@@ -69,14 +145,8 @@ pub fn graph(program: &Program) -> Vec<Node> {
             last_writer.insert(table.clone(), i);
             readers_since_write.insert(table.clone(), Vec::new());
         }
-        let name = match step {
-            Step::Create(s) => s.table.clone(),
-            Step::Loop { body, .. } => {
-                format!("{} (loop)", body.last().map_or("", |s| s.table.as_str()))
-            }
-        };
         nodes.push(Node {
-            step: i,
+            task,
             name,
             tables: writes,
             after: after.into_iter().collect(),
@@ -302,14 +372,26 @@ pub fn run(
     options: &Options,
     observer: &mut dyn Observer,
 ) -> Result<Vec<StepReport>> {
+    run_with(engine, program, &[], checks, options, observer)
+}
+
+/// [`run`] with `natives` in place of the steps they replace (see [`plan`]).
+pub fn run_with(
+    engine: &BatchEngine,
+    program: &Program,
+    natives: &[Native],
+    checks: &[Check],
+    options: &Options,
+    observer: &mut dyn Observer,
+) -> Result<Vec<StepReport>> {
     engine.create_state(program)?;
-    let nodes = graph(program);
+    let nodes = plan(program, natives);
     let observer = Mutex::new(observer);
     let mut waiting: Vec<usize> = nodes.iter().map(|n| n.after.len()).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-    for n in &nodes {
+    for (i, n) in nodes.iter().enumerate() {
         for &a in &n.after {
-            dependents[a].push(n.step);
+            dependents[a].push(i);
         }
     }
     let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| waiting[i] == 0).collect();
@@ -326,13 +408,16 @@ pub fn run(
                 running += 1;
                 let tx = tx.clone();
                 let node = &nodes[i];
-                let step = &program.steps[i];
+                let work = match node.task {
+                    Task::Sql(s) => Work::Sql(&program.steps[s]),
+                    Task::Native(k) => Work::Native(&natives[k]),
+                };
                 let observer = &observer;
                 scope.spawn(move || {
                     if let Ok(mut o) = observer.lock() {
                         o.started(node);
                     }
-                    let result = run_node(engine, node, step, checks, options, observer);
+                    let result = run_node(engine, node, work, checks, options, observer);
                     let _ = tx.send((i, result));
                 });
             }
@@ -369,10 +454,17 @@ pub fn run(
     Ok(reports.into_iter().flatten().collect())
 }
 
+/// What a node runs, resolved.
+#[derive(Clone, Copy)]
+enum Work<'p> {
+    Sql(&'p Step),
+    Native(&'p Native<'p>),
+}
+
 fn run_node(
     engine: &BatchEngine,
     node: &Node,
-    step: &Step,
+    work: Work<'_>,
     checks: &[Check],
     options: &Options,
     observer: &Mutex<&mut dyn Observer>,
@@ -381,7 +473,11 @@ fn run_node(
     let mut attempts = 0;
     let done = loop {
         attempts += 1;
-        match engine.run_step(step) {
+        let result = match work {
+            Work::Sql(step) => engine.run_step(step),
+            Work::Native(native) => (native.run)(engine).map(|()| StepDone::default()),
+        };
+        match result {
             Ok(done) => break done,
             Err(e) if attempts <= options.retries && retryable(&e) => {
                 if let Ok(mut o) = observer.lock() {

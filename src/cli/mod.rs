@@ -102,6 +102,9 @@ enum Command {
         /// Extra attempts of a failing step before the run stops.
         #[arg(long, default_value_t = 2)]
         retries: u32,
+        /// `native`: identity by union-find in Rust; `sql`: the compiled SQL program's rounds.
+        #[arg(long, value_enum, default_value_t = run::Identity::Native)]
+        identity: run::Identity,
     },
     /// Fails on purpose, so that tests see what a user sees when cdp has a bug.
     #[command(hide = true)]
@@ -177,11 +180,13 @@ pub fn run(
             dir,
             as_of,
             retries,
+            identity,
         } => {
             use std::io::IsTerminal;
             let options = run::Options {
                 as_of: as_of.as_deref(),
                 retries,
+                identity,
                 progress: std::io::stderr().is_terminal(),
             };
             run::run(&dir, &options, out, err)

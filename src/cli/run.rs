@@ -17,8 +17,18 @@ use super::{Failure, Outcome};
 pub struct Options<'a> {
     pub as_of: Option<&'a str>,
     pub retries: u32,
+    pub identity: Identity,
     /// Draw a progress bar on stderr (a terminal).
     pub progress: bool,
+}
+
+/// How `cdp run` resolves identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Identity {
+    /// Union-find in Rust.
+    Native,
+    /// The compiled SQL program (label propagation in rounds), as `cdp compile` prints it.
+    Sql,
 }
 
 /// A failure of the runtime: the user's data or configuration, else cdp's.
@@ -80,14 +90,21 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
 
     // The workflow.
     let checks = workflow::standard_checks(&program);
+    // Identity by union-find in Rust (the same tables as the SQL's label propagation, faster),
+    // unless asked to run the SQL program exactly as `cdp compile` prints it.
+    let natives = match options.identity {
+        Identity::Native => cdp_runtime::native::identity_steps(&project, as_of),
+        Identity::Sql => Vec::new(),
+    };
     let mut progress = Progress::new(
-        workflow::graph(&program).len(),
+        workflow::plan(&program, &natives).len(),
         options.progress,
         started.elapsed(),
     );
-    let reports = workflow::run(
+    let reports = workflow::run_with(
         &engine,
         &program,
+        &natives,
         &checks,
         &workflow::Options {
             retries: options.retries,
