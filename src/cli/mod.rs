@@ -10,6 +10,7 @@ mod fmt;
 mod graph;
 mod init;
 mod run;
+mod training_set;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -106,6 +107,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = run::Identity::Native)]
         identity: run::Identity,
     },
+    /// Point-in-time features for each (key, ts) row of a spine file, as Parquet or CSV.
+    TrainingSet {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// A .csv, .parquet or .jsonl file with a column named after an identity key and `ts`.
+        #[arg(long)]
+        spine: PathBuf,
+        /// The entity (needed when the project has several).
+        #[arg(long)]
+        entity: Option<String>,
+        /// Identity as of this time, `YYYY-MM-DD[ HH:MM:SS]` (default: the project's `as_of`).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Write here (`.parquet`, else CSV) instead of CSV on stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Fails on purpose, so that tests see what a user sees when cdp has a bug.
     #[command(hide = true)]
     InternalPanic,
@@ -190,6 +208,21 @@ pub fn run(
                 progress: std::io::stderr().is_terminal(),
             };
             run::run(&dir, &options, out, err)
+        }
+        Command::TrainingSet {
+            dir,
+            spine,
+            entity,
+            as_of,
+            out: out_path,
+        } => {
+            let options = training_set::Options {
+                spine: &spine,
+                entity: entity.as_deref(),
+                as_of: as_of.as_deref(),
+                out: out_path.as_deref(),
+            };
+            training_set::run(&dir, &options, out, err)
         }
         Command::InternalPanic => panic!("`cdp internal-panic` fails on purpose"),
     };

@@ -32,7 +32,7 @@ pub enum Identity {
 }
 
 /// A failure of the runtime: the user's data or configuration, else cdp's.
-fn runtime_failure(e: cdp_runtime::Error) -> Failure {
+pub(super) fn runtime_failure(e: cdp_runtime::Error) -> Failure {
     use cdp_runtime::Error as E;
     match e {
         E::File { .. } | E::BadRows { .. } | E::Config(_) => Failure::User(e.to_string()),

@@ -8,4 +8,5 @@ mod engines;
 mod identity;
 mod no_panic;
 mod run;
+mod training_set;
 mod trino;
