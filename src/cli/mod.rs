@@ -6,6 +6,7 @@
 
 mod check;
 mod compile;
+mod demo;
 mod fmt;
 mod graph;
 mod init;
@@ -106,6 +107,20 @@ enum Command {
         /// `native`: identity by union-find in Rust; `sql`: the compiled SQL program's rounds.
         #[arg(long, value_enum, default_value_t = run::Identity::Native)]
         identity: run::Identity,
+    },
+    /// Write a demo project with generated data (retail definitions), run it, say what's next.
+    Demo {
+        /// Where to write it (run again: the project there is run once more).
+        #[arg(default_value = "cdp-demo")]
+        dir: PathBuf,
+        /// People to generate (identity resolution finds about this many profiles).
+        #[arg(long, default_value_t = 100_000)]
+        profiles: usize,
+        /// Rows of the event sources together (orders, web and email events), approximately.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Point-in-time features for each (key, ts) row of a spine file, as Parquet or CSV.
     TrainingSet {
@@ -208,6 +223,22 @@ pub fn run(
                 progress: std::io::stderr().is_terminal(),
             };
             run::run(&dir, &options, out, err)
+        }
+        Command::Demo {
+            dir,
+            profiles,
+            events,
+            seed,
+        } => {
+            let options = demo::Options {
+                demo: crate::demo::DemoOptions {
+                    profiles,
+                    events,
+                    seed,
+                },
+                run: run::Identity::Native,
+            };
+            demo::run(&dir, &options, out, err)
         }
         Command::TrainingSet {
             dir,

@@ -4,6 +4,7 @@ mod bench_project;
 mod cli;
 mod conformance;
 mod corpus;
+mod demo;
 mod engines;
 mod identity;
 mod no_panic;
