@@ -9,6 +9,7 @@ pub mod graph;
 pub mod ir;
 pub mod journey;
 pub mod lower;
+pub mod pii;
 pub mod project;
 pub mod sql;
 pub mod stream;
