@@ -10,6 +10,7 @@ pub mod load;
 pub mod native;
 pub mod program;
 pub mod schema;
+pub mod stats;
 pub mod store;
 pub mod workflow;
 
