@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod demo;
+pub mod serve;
 /// The generated benchmark project lives in the compiler crate (its benchmark needs no engine).
 pub use cdp_compiler::synthetic;

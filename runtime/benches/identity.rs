@@ -2,6 +2,8 @@
 //! each with an email and one to three cookies (a few cookies shared between customers, a few
 //! customers with an account id), resolved from scratch and then again from the first run's id
 //! map with more records. Goal: the ~10M links of the default size resolve in < 10 s.
+//! Also prints the process's peak resident memory (Linux: `VmHWM`, reset before each run, so a
+//! run's peak includes the records it reads but not the previous run's garbage).
 //!
 //! ```sh
 //! cargo bench -p cdp-runtime --bench identity                   # 5M customers
@@ -52,8 +54,10 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    println!("run 1: from scratch");
+    println!("run 1: from scratch (peak RSS so far {})", peak_rss());
+    reset_peak_rss();
     let (one, seconds_one) = run(&keys, &first, &[])?;
+    println!("  peak RSS    {:>12}", peak_rss());
     let map = one.id_map_batch()?;
 
     // The second run sees 5% more records (new and returning customers) and starts from the
@@ -61,7 +65,9 @@ fn main() -> Result<()> {
     let more = records(customers / 20, customers, customers + customers / 20);
     let all: Vec<RecordBatch> = first.into_iter().chain(more).collect();
     println!("run 2: {} records, from the id map of run 1", rows(&all));
+    reset_peak_rss();
     let (two, seconds_two) = run(&keys, &all, &[map])?;
+    println!("  peak RSS    {:>12}", peak_rss());
     let kept = one
         .iter()
         .filter(|r| two.canonical_id(r.key_name, r.key_value) == Some(r.canonical_id))
@@ -121,6 +127,23 @@ fn run(
         map.num_rows()
     );
     Ok((resolution, seconds))
+}
+
+/// The peak resident set size of this process (`VmHWM`), or "?" where /proc has none.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{} MiB", kib / 1024))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Resets the peak to the current resident size (Linux >= 4.0; elsewhere a no-op).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn rows(batches: &[RecordBatch]) -> usize {

@@ -5,9 +5,11 @@
 
 pub mod batch;
 pub mod error;
+pub mod history;
 pub mod identity;
 pub mod load;
 pub mod native;
+pub mod online;
 pub mod program;
 pub mod schema;
 pub mod stats;

@@ -87,6 +87,18 @@ impl Storage {
         Ok(storage)
     }
 
+    /// Opens an existing storage directory for reading only: nothing is created or cleaned, so
+    /// that readers (`cdp serve`, `cdp profile`) never touch what a running `cdp run` is
+    /// staging. `None` when there is no storage directory yet.
+    pub fn open_read_only(root: &Path) -> Result<Option<Storage>> {
+        if !root.join("runs").is_dir() {
+            return Ok(None);
+        }
+        Ok(Some(Storage {
+            root: root.to_path_buf(),
+        }))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

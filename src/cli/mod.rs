@@ -10,7 +10,10 @@ mod demo;
 mod fmt;
 mod graph;
 mod init;
+mod profile;
+mod registry;
 mod run;
+mod serve;
 mod training_set;
 
 use std::ffi::OsString;
@@ -122,6 +125,18 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Serve the registry: web pages and the JSON API (with online features) of a project.
+    Serve {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
+    /// Manage the API keys `cdp serve` checks.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Point-in-time features for each (key, ts) row of a spine file, as Parquet or CSV.
     TrainingSet {
         #[arg(default_value = ".")]
@@ -139,9 +154,89 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Record the project's definitions in the registry as a new snapshot, after showing the plan.
+    Apply {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Why: kept with the snapshot.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Who (default: `git config user.name`, else $USER).
+        #[arg(long)]
+        author: Option<String>,
+        /// Apply without asking (without a terminal, cdp never asks).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show what `cdp apply` would record: added, changed (with diffs) and removed definitions.
+    Diff {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// List the versions of one definition in the registry.
+    History {
+        name: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Write an old version of a definition back into the project and apply it.
+    Rollback {
+        name: String,
+        version: u32,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Who (default: `git config user.name`, else $USER).
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Show one profile from the online store: identity keys, attributes, features, segments,
+    /// journey positions, as of the last committed run.
+    Profile {
+        /// `key=value` (e.g. `email=ana@example.com`, normalized as the entity declares),
+        /// `canonical_id=…`, or a bare value tried against every key and canonical id.
+        key: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = profile::Format::Text)]
+        format: profile::Format,
+    },
     /// Fails on purpose, so that tests see what a user sees when cdp has a bug.
     #[command(hide = true)]
     InternalPanic,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Make a key; it is printed once.
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value_t = KeyRole::Read)]
+        role: KeyRole,
+        /// The key may see values that show personal data.
+        #[arg(long)]
+        pii: bool,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// List keys (names, roles, rights; never the keys).
+    List {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Revoke a key.
+    Revoke {
+        name: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyRole {
+    Read,
+    Admin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -240,6 +335,23 @@ pub fn run(
             };
             demo::run(&dir, &options, out, err)
         }
+        Command::Serve { dir, addr } => serve::serve(&dir, &addr, out),
+        Command::Keys { action } => match action {
+            KeysAction::Add {
+                name,
+                role,
+                pii,
+                dir,
+            } => {
+                let role = match role {
+                    KeyRole::Read => crate::serve::auth::Role::Read,
+                    KeyRole::Admin => crate::serve::auth::Role::Admin,
+                };
+                serve::keys_add(&dir, &name, role, pii, out)
+            }
+            KeysAction::List { dir } => serve::keys_list(&dir, out),
+            KeysAction::Revoke { name, dir } => serve::keys_revoke(&dir, &name, out),
+        },
         Command::TrainingSet {
             dir,
             spine,
@@ -255,6 +367,36 @@ pub fn run(
             };
             training_set::run(&dir, &options, out, err)
         }
+        Command::Apply {
+            dir,
+            message,
+            author,
+            yes,
+        } => {
+            let options = registry::ApplyOptions {
+                message: message.as_deref(),
+                author: author.as_deref(),
+                yes,
+            };
+            registry::apply(&dir, &options, out, err)
+        }
+        Command::Diff { dir } => registry::diff(&dir, out, err),
+        Command::History { name, dir } => registry::history(&dir, &name, out),
+        Command::Rollback {
+            name,
+            version,
+            dir,
+            message,
+            author,
+        } => {
+            let options = registry::ApplyOptions {
+                message: message.as_deref(),
+                author: author.as_deref(),
+                yes: true,
+            };
+            registry::rollback(&dir, &name, version, &options, out, err)
+        }
+        Command::Profile { key, dir, format } => profile::run(&dir, &key, format, out, err),
         Command::InternalPanic => panic!("`cdp internal-panic` fails on purpose"),
     };
     let outcome = outcome.and_then(|()| out.flush().map_err(Failure::from));

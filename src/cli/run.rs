@@ -118,14 +118,55 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
     // Outputs, committed as one run.
     let run_id = run_id();
     let mut tables = Vec::new();
-    for table in &program.outputs {
-        let t = engine.table(table).map_err(runtime_failure)?;
+    let mut stage = |table: &str, t: &cdp_runtime::Table| -> Result<(), Failure> {
         tables.push(
             storage
                 .stage(&run_id, &as_of_text, table, t.schema.clone(), &t.batches)
                 .map_err(runtime_failure)?,
         );
+        Ok(())
+    };
+    for table in &program.outputs {
+        stage(table, &engine.table(table).map_err(runtime_failure)?)?;
     }
+    // Who entered and left each segment since the previous run.
+    for entity in &project.entities {
+        let segments = format!("{}_segments", entity.meta.name);
+        if !program.outputs.contains(&segments) {
+            continue;
+        }
+        let before = match previous
+            .as_ref()
+            .and_then(|p| p.tables.iter().find(|t| t.table == segments))
+        {
+            Some(t) => {
+                let (schema, batches) = storage.read(t).map_err(runtime_failure)?;
+                Some(cdp_runtime::Table { schema, batches })
+            }
+            None => None,
+        };
+        let changes = cdp_runtime::history::segment_changes(
+            &engine,
+            &entity.meta.name,
+            before,
+            &as_of_text,
+            &run_id,
+        )
+        .map_err(runtime_failure)?;
+        stage(&cdp_runtime::history::table(&entity.meta.name), &changes)?;
+    }
+    // What the profile columns and journey steps of this run are, for the online store.
+    for (table, t) in cdp_runtime::online::catalog(&project).map_err(runtime_failure)? {
+        stage(&table, &t)?;
+    }
+    // Statistics of this run's values, segments and journeys, next to its manifest (written
+    // first: a committed run always has them).
+    let stats = cdp_runtime::stats::collect(&engine, &project).map_err(runtime_failure)?;
+    let stats_text = serde_json::to_vec(&stats).map_err(|e| Failure::Internal(e.to_string()))?;
+    let stats_path = storage.root().join("stats").join(format!("{run_id}.json"));
+    std::fs::create_dir_all(storage.root().join("stats"))
+        .map_err(|e| Failure::Internal(format!("{}: {e}", stats_path.display())))?;
+    cdp_runtime::store::write_atomic(&stats_path, &stats_text).map_err(runtime_failure)?;
     let manifest = Manifest {
         run: run_id.clone(),
         as_of: as_of_text.clone(),
@@ -149,7 +190,90 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
         "run {run_id} as of {as_of_text} committed to {}",
         storage.root().join("offline").display()
     )?;
+    record_in_registry(storage.root(), &manifest, err)?;
+    // The latest values per profile, for point reads. A process holding the online store (a
+    // server) brings it up to this run itself when it sees the new run.
+    let online_dir = cdp_runtime::online::path(storage.root());
+    let not_updated = |e: cdp_runtime::Error| {
+        Failure::User(format!(
+            "run {run_id} is committed, but the online store was not updated: {e}\n\
+             (the next `cdp run` or `cdp profile` brings it up to date)"
+        ))
+    };
+    match cdp_runtime::online::OnlineStore::open_waiting(&online_dir, Duration::from_secs(2)) {
+        Ok(online) => {
+            let synced = online.sync(&storage).map_err(not_updated)?;
+            writeln!(
+                out,
+                "online store: {} profiles, {} identity keys ({})",
+                synced.profiles,
+                synced.identity_keys,
+                online_dir.display()
+            )?;
+        }
+        Err(e) if cdp_runtime::online::in_use(&e) => writeln!(
+            out,
+            "online store: held by another process (`cdp serve`?), which brings it up to this run ({})",
+            online_dir.display()
+        )?,
+        Err(e) => return Err(not_updated(e)),
+    }
     Ok(())
+}
+
+/// The run's history in the registry (per-step timings and rows). The registry is held by other
+/// processes only for moments (`cdp apply`, a server's request): wait a little for it.
+fn record_in_registry(storage: &Path, manifest: &Manifest, err: &mut dyn Write) -> Outcome {
+    use cdp_registry::{RunRecord, StepRun, TableRows};
+    let record = RunRecord {
+        run: manifest.run.clone(),
+        as_of: manifest.as_of.clone(),
+        started_at: manifest.started_at.clone(),
+        finished_at: manifest.finished_at.clone(),
+        steps: manifest
+            .steps
+            .iter()
+            .map(|s| StepRun {
+                name: s.name.clone(),
+                millis: s.millis,
+                rows: s
+                    .rows
+                    .iter()
+                    .map(|(table, rows)| TableRows {
+                        table: table.clone(),
+                        rows: *rows as u64,
+                    })
+                    .collect(),
+                rounds: s.rounds,
+                attempts: s.attempts,
+            })
+            .collect(),
+        tables: manifest
+            .tables
+            .iter()
+            .map(|t| TableRows {
+                table: t.table.clone(),
+                rows: t.rows as u64,
+            })
+            .collect(),
+    };
+    let started = Instant::now();
+    loop {
+        match cdp_registry::Registry::open(storage).and_then(|r| r.record_run(&record)) {
+            Ok(()) => return Ok(()),
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => {
+                writeln!(
+                    err,
+                    "warning: run {} is committed, but the registry's run history was not updated: {e}",
+                    manifest.run
+                )?;
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn step_record(r: &StepReport) -> StepRecord {

@@ -1,0 +1,1666 @@
+//! The online store: the latest values of every profile, kept in sled under
+//! `<storage>/online` for point reads by canonical id or by any identity key.
+//!
+//! ```text
+//! tree profiles  <entity> \0 <canonical id>             → the profile's record (JSON, [`Record`])
+//! tree keys      <entity> \0 <key name> \0 <key value>  → canonical id
+//! tree merges    <entity> \0 <merged id>                → the id it lives on as now
+//! tree schemas   <entity> \0 <run>                      → what a record's values are ([`Schema`])
+//! tree meta      run                                    → the committed run the store reflects
+//!                entities                               → entities, their keys and counts
+//! ```
+//!
+//! A read is one `get` of `keys` (or of `merges`) and one `get` of `profiles`. A record holds
+//! its values already encoded, in the order of its run's [`Schema`] (names, kinds, types), so
+//! that records stay small and a reader keeps the few schemas in memory.
+//!
+//! The store is derived data: [`OnlineStore::sync`] makes it equal to the last committed run of
+//! the offline store, whatever state it was left in. It writes every profile of that run,
+//! removes what the run no longer has, and records the run id last, after a flush. A process
+//! killed half-way leaves the old run id, so the next sync notices that the store lags the
+//! offline store's `LATEST` and does it again. A store sled cannot read at all is deleted and
+//! rebuilt.
+//!
+//! What a run needs to describe its records is committed with the run, in the offline store:
+//! `<entity>_catalog` ([`catalog`]) names each profile column's kind and type and each journey
+//! step's stage, so that a rebuild needs nothing but the offline store.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cdp_compiler::ir::{self, NodeKind};
+use cdp_compiler::sql::dialect::format_micros;
+use cdp_compiler::stream;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Float64Type, Int64Type, Schema as ArrowSchema,
+    TimeUnit, TimestampMicrosecondType, UInt64Type,
+};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::batch::{BatchEngine, Table};
+use crate::error::{Error, Result};
+use crate::program::{Dialect, Step};
+use crate::store::{Manifest, Storage, StoredTable};
+
+/// Entries written to sled per atomic batch.
+const BATCH: usize = 10_000;
+/// The most merges followed from an id to its survivor (a guard against a cycle).
+const MAX_HOPS: usize = 64;
+
+/// The directory of the online store of a storage directory.
+pub fn path(storage_root: &Path) -> PathBuf {
+    storage_root.join("online")
+}
+
+/// The name of an entity's catalog table in the offline store.
+pub fn catalog_table(entity: &str) -> String {
+    format!("{entity}_catalog")
+}
+
+// ------------------------------------------------------------------------------ what is stored
+
+/// One profile as stored: values in the order of the schema of its run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub run: String,
+    pub as_of: String,
+    /// (key name, normalized value), keys in priority order.
+    pub keys: Vec<(String, String)>,
+    pub values: Vec<Json>,
+    pub segments: Vec<String>,
+    pub journeys: Vec<Position>,
+}
+
+/// Where a profile stands in one journey (a row of `<journey>_state_next`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub journey: String,
+    pub node: i64,
+    pub status: Option<String>,
+    /// When the profile reached this node.
+    pub since: Option<String>,
+    pub entered_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// What the values of an entity's records are, as one run wrote them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Schema {
+    /// Identity key names in priority order.
+    pub keys: Vec<String>,
+    pub values: Vec<ValueColumn>,
+    pub journeys: Vec<JourneySteps>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueColumn {
+    pub name: String,
+    /// `attribute` or `feature` (`value` for a run without a catalog).
+    pub kind: String,
+    /// The language's type: `string`, `decimal(12, 2)`, `timestamp`, `duration` (milliseconds)…
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JourneySteps {
+    pub journey: String,
+    /// Indexed by node.
+    pub steps: Vec<StepLabel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLabel {
+    pub stage: String,
+    pub step: String,
+}
+
+/// An entity in the store, for lookups by a bare value and for reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityInfo {
+    pub name: String,
+    pub keys: Vec<String>,
+    pub profiles: usize,
+    pub identity_keys: usize,
+}
+
+// ------------------------------------------------------------------------------ what is read
+
+/// A profile with every value named: a record joined with its schema.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Profile {
+    pub entity: String,
+    pub canonical_id: String,
+    /// The id asked for, when it was merged into this profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<String>,
+    pub run: String,
+    pub as_of: String,
+    pub keys: Vec<IdentityKey>,
+    pub values: Vec<NamedValue>,
+    pub segments: Vec<String>,
+    pub journeys: Vec<JourneyPosition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdentityKey {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamedValue {
+    pub name: String,
+    pub kind: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub value: Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JourneyPosition {
+    pub journey: String,
+    pub node: i64,
+    pub stage: Option<String>,
+    pub step: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<String>,
+    pub entered_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// What a sync left the store holding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synced {
+    /// The run the store reflects; `None` when no run is committed.
+    pub run: Option<String>,
+    pub profiles: usize,
+    pub identity_keys: usize,
+    /// Whether the store had to be brought up to date (it lagged the offline store).
+    pub updated: bool,
+}
+
+// ------------------------------------------------------------------------------ the store
+
+pub struct OnlineStore {
+    path: PathBuf,
+    db: sled::Db,
+    profiles: sled::Tree,
+    keys: sled::Tree,
+    merges: sled::Tree,
+    schemas: sled::Tree,
+    meta: sled::Tree,
+    /// Schemas already read, by entity and run: a run's schema never changes once written.
+    schema_cache: Mutex<HashMap<(String, String), Arc<Schema>>>,
+}
+
+impl OnlineStore {
+    /// Opens (creating) the store at `path`. A store sled finds corrupt is deleted and created
+    /// empty: the next [`sync`](Self::sync) rebuilds it from the offline store.
+    pub fn open(path: &Path) -> Result<OnlineStore> {
+        let db = match sled::Config::new().path(path).open() {
+            Ok(db) => db,
+            Err(sled::Error::Corruption { .. }) => {
+                std::fs::remove_dir_all(path).map_err(|e| Error::File {
+                    path: path.to_path_buf(),
+                    message: format!("removing the corrupt online store: {e}"),
+                })?;
+                sled::Config::new()
+                    .path(path)
+                    .open()
+                    .map_err(sled_error(path))?
+            }
+            Err(e) => return Err(sled_error(path)(e)),
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(sled_error(path));
+        Ok(OnlineStore {
+            path: path.to_path_buf(),
+            profiles: tree("profiles")?,
+            keys: tree("keys")?,
+            merges: tree("merges")?,
+            schemas: tree("schemas")?,
+            meta: tree("meta")?,
+            schema_cache: Mutex::new(HashMap::new()),
+            db,
+        })
+    }
+
+    /// Opens the store, waiting up to `patience` while another process holds it (sled allows
+    /// one process at a time).
+    pub fn open_waiting(path: &Path, patience: Duration) -> Result<OnlineStore> {
+        let started = Instant::now();
+        loop {
+            match OnlineStore::open(path) {
+                Err(e) if locked(&e) && started.elapsed() < patience => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) if locked(&e) => {
+                    return Err(Error::File {
+                        path: path.to_path_buf(),
+                        message: IN_USE.into(),
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The committed run the store reflects, if it reflects one completely.
+    pub fn run(&self) -> Result<Option<String>> {
+        let run = self.meta.get("run").map_err(self.err())?;
+        Ok(run.and_then(|r| String::from_utf8(r.to_vec()).ok()))
+    }
+
+    /// The entities of the store with their keys, in the order the run listed them.
+    pub fn entities(&self) -> Result<Vec<EntityInfo>> {
+        match self.meta.get("entities").map_err(self.err())? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.corrupt("entities", e)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The canonical id an identity key value (normalized) belongs to.
+    pub fn canonical_id(&self, entity: &str, key: &str, value: &str) -> Result<Option<String>> {
+        let id = self
+            .keys
+            .get(key_of(&[entity, key, value]))
+            .map_err(self.err())?;
+        Ok(id.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// A profile by canonical id, following merges: an id merged into another profile finds
+    /// that profile.
+    pub fn profile(&self, entity: &str, canonical_id: &str) -> Result<Option<Profile>> {
+        if let Some(p) = self.stored(entity, canonical_id)? {
+            return Ok(Some(p));
+        }
+        let Some(into) = self
+            .merges
+            .get(key_of(&[entity, canonical_id]))
+            .map_err(self.err())?
+        else {
+            return Ok(None);
+        };
+        let into = String::from_utf8_lossy(&into).into_owned();
+        Ok(self.stored(entity, &into)?.map(|mut p| {
+            p.merged_from = Some(canonical_id.to_string());
+            p
+        }))
+    }
+
+    /// The stored record of a profile, as bytes: what a server sends on.
+    pub fn record_bytes(&self, entity: &str, canonical_id: &str) -> Result<Option<sled::IVec>> {
+        self.profiles
+            .get(key_of(&[entity, canonical_id]))
+            .map_err(self.err())
+    }
+
+    /// The schema a run wrote an entity's records with.
+    pub fn schema(&self, entity: &str, run: &str) -> Result<Option<Schema>> {
+        match self
+            .schemas
+            .get(key_of(&[entity, run]))
+            .map_err(self.err())?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt("a schema", e)),
+            None => Ok(None),
+        }
+    }
+
+    fn stored(&self, entity: &str, canonical_id: &str) -> Result<Option<Profile>> {
+        let Some(bytes) = self.record_bytes(entity, canonical_id)? else {
+            return Ok(None);
+        };
+        let record: Record =
+            serde_json::from_slice(&bytes).map_err(|e| self.corrupt("a profile", e))?;
+        let schema = self.cached_schema(entity, &record.run)?;
+        Ok(Some(named(entity, canonical_id, record, &schema)))
+    }
+
+    fn cached_schema(&self, entity: &str, run: &str) -> Result<Arc<Schema>> {
+        let key = (entity.to_string(), run.to_string());
+        if let Some(s) = self
+            .schema_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(s);
+        }
+        let Some(schema) = self.schema(entity, run)? else {
+            return Ok(Arc::new(Schema::default()));
+        };
+        let schema = Arc::new(schema);
+        if let Ok(mut cache) = self.schema_cache.lock() {
+            // A few runs' worth per entity; older ones are read again if ever needed.
+            if cache.len() >= 64 {
+                cache.clear();
+            }
+            cache.insert(key, schema.clone());
+        }
+        Ok(schema)
+    }
+
+    /// Brings the store up to the offline store's last committed run, unless it reflects that
+    /// run already. Every write is flushed before this returns.
+    pub fn sync(&self, storage: &Storage) -> Result<Synced> {
+        let latest = storage.latest()?;
+        let current = self.run()?;
+        let Some(latest) = latest else {
+            if current.is_some() || !self.profiles.is_empty() {
+                for tree in [&self.profiles, &self.keys, &self.merges, &self.schemas] {
+                    tree.clear().map_err(self.err())?;
+                }
+                self.meta.clear().map_err(self.err())?;
+                self.flush()?;
+            }
+            return Ok(Synced {
+                run: None,
+                profiles: 0,
+                identity_keys: 0,
+                updated: current.is_some(),
+            });
+        };
+        if current.as_deref() == Some(latest.run.as_str()) {
+            let entities = self.entities()?;
+            return Ok(Synced {
+                run: current,
+                profiles: entities.iter().map(|e| e.profiles).sum(),
+                identity_keys: entities.iter().map(|e| e.identity_keys).sum(),
+                updated: false,
+            });
+        }
+        // Merges accumulate over runs: those of the runs after the one the store reflects, or
+        // of every run when it reflects none that exists.
+        let runs = storage.runs()?;
+        let since = current.filter(|c| runs.iter().any(|m| &m.run == c && m.run < latest.run));
+        let merge_runs: Vec<&Manifest> = runs
+            .iter()
+            .filter(|m| m.run <= latest.run && since.as_ref().is_none_or(|s| &m.run > s))
+            .collect();
+
+        let mut infos = Vec::new();
+        for entity in entities_of(&latest) {
+            let info = self.sync_entity(storage, &latest, &entity, &merge_runs, since.is_none())?;
+            infos.push(info);
+        }
+        let names: HashSet<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+        for tree in [&self.profiles, &self.keys, &self.merges, &self.schemas] {
+            remove_other_entities(tree, &names).map_err(self.err())?;
+        }
+        self.flush()?;
+
+        let entities = serde_json::to_vec(&infos)
+            .map_err(|e| Error::Internal(format!("encoding the entities: {e}")))?;
+        self.meta.insert("entities", entities).map_err(self.err())?;
+        self.meta
+            .insert("run", latest.run.as_bytes())
+            .map_err(self.err())?;
+        self.flush()?;
+        Ok(Synced {
+            run: Some(latest.run.clone()),
+            profiles: infos.iter().map(|e| e.profiles).sum(),
+            identity_keys: infos.iter().map(|e| e.identity_keys).sum(),
+            updated: true,
+        })
+    }
+
+    fn sync_entity(
+        &self,
+        storage: &Storage,
+        run: &Manifest,
+        entity: &str,
+        merge_runs: &[&Manifest],
+        all_merges: bool,
+    ) -> Result<EntityInfo> {
+        let read = |table: &str| -> Result<Option<Vec<RecordBatch>>> {
+            match find(run, table) {
+                Some(t) => Ok(Some(storage.read(t)?.1)),
+                None => Ok(None),
+            }
+        };
+        let catalog = Catalog::from_batches(&read(&catalog_table(entity))?.unwrap_or_default())?;
+        let identity = read(&format!("{entity}_identity"))?.unwrap_or_default();
+        let profile_batches = read(&format!("{entity}_profile"))?.unwrap_or_default();
+        let segment_batches = read(&format!("{entity}_segments"))?.unwrap_or_default();
+
+        // Per profile: its keys, segments and journey positions.
+        let key_order: HashMap<&str, usize> = catalog
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        let mut extras: HashMap<String, Extras> = HashMap::new();
+        let mut index: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for b in &identity {
+            let (names, values, ids) = (
+                strings(b, "key_name")?,
+                strings(b, "key_value")?,
+                strings(b, "canonical_id")?,
+            );
+            for row in 0..b.num_rows() {
+                if names.is_null(row) || values.is_null(row) || ids.is_null(row) {
+                    continue;
+                }
+                let (name, value, id) = (names.value(row), values.value(row), ids.value(row));
+                index.push((key_of(&[entity, name, value]), id.as_bytes().to_vec()));
+                extras
+                    .entry(id.to_string())
+                    .or_default()
+                    .keys
+                    .push((name.to_string(), value.to_string()));
+            }
+        }
+        let mut key_names: Vec<String> = catalog.keys.clone();
+        for e in extras.values_mut() {
+            e.keys.sort_by(|a, b| {
+                let rank = |k: &str| key_order.get(k).copied().unwrap_or(usize::MAX);
+                (rank(&a.0), &a.0, &a.1).cmp(&(rank(&b.0), &b.0, &b.1))
+            });
+            for (k, _) in &e.keys {
+                if !key_names.contains(k) {
+                    key_names.push(k.clone());
+                }
+            }
+        }
+        for b in &segment_batches {
+            let (ids, segments) = (strings(b, "canonical_id")?, strings(b, "segment")?);
+            for row in 0..b.num_rows() {
+                if !ids.is_null(row) && !segments.is_null(row) {
+                    let e = extras.entry(ids.value(row).to_string()).or_default();
+                    e.segments.push(segments.value(row).to_string());
+                }
+            }
+        }
+        for j in &catalog.journeys {
+            for b in read(&format!("{}_state_next", j.journey))?.unwrap_or_default() {
+                let ids = strings(&b, "canonical_id")?;
+                let nodes = cast_column(&b, "node", &DataType::Int64)?;
+                let nodes = nodes.as_primitive::<Int64Type>();
+                let status = strings(&b, "status")?;
+                let times = |c: &str| optional_times(&b, c);
+                let (since, entered, finished) = (
+                    times("node_since")?,
+                    times("entered_at")?,
+                    times("finished_at")?,
+                );
+                for row in 0..b.num_rows() {
+                    if ids.is_null(row) || nodes.is_null(row) {
+                        continue;
+                    }
+                    let text = |c: &Option<ArrayRef>| {
+                        c.as_ref()
+                            .and_then(|c| cell(c, row).as_str().map(str::to_string))
+                    };
+                    let e = extras.entry(ids.value(row).to_string()).or_default();
+                    e.journeys.push(Position {
+                        journey: j.journey.clone(),
+                        node: nodes.value(row),
+                        status: (!status.is_null(row)).then(|| status.value(row).to_string()),
+                        since: text(&since),
+                        entered_at: text(&entered),
+                        finished_at: text(&finished),
+                    });
+                }
+            }
+        }
+
+        // The schema of this run's records.
+        let columns: Vec<(usize, ValueColumn)> = match profile_batches.first() {
+            Some(b) => b
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.name() != "canonical_id" && !catalog.segments.contains(f.name()))
+                .map(|(i, f)| {
+                    let (kind, ty) = match catalog.values.get(f.name()) {
+                        Some((kind, ty)) => (kind.clone(), ty.clone()),
+                        None => ("value".to_string(), type_name(f.data_type())),
+                    };
+                    (
+                        i,
+                        ValueColumn {
+                            name: f.name().clone(),
+                            kind,
+                            ty,
+                        },
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let schema = Schema {
+            keys: key_names.clone(),
+            values: columns.iter().map(|(_, c)| c.clone()).collect(),
+            journeys: catalog.journeys.clone(),
+        };
+        let encoded = serde_json::to_vec(&schema)
+            .map_err(|e| Error::Internal(format!("encoding a schema: {e}")))?;
+        self.schemas
+            .insert(key_of(&[entity, &run.run]), encoded)
+            .map_err(self.err())?;
+
+        // Profiles first, so that a key written next never points at a missing profile.
+        let mut live: HashSet<String> = HashSet::new();
+        let mut batch = Batch::new(self, &self.profiles);
+        for b in &profile_batches {
+            let ids = strings(b, "canonical_id")?;
+            let values: Vec<ArrayRef> = columns
+                .iter()
+                .map(|(i, _)| canonical(b.column(*i)))
+                .collect::<Result<_>>()?;
+            for row in 0..b.num_rows() {
+                if ids.is_null(row) {
+                    continue;
+                }
+                let id = ids.value(row);
+                let extra = extras.remove(id).unwrap_or_default();
+                let mut segments = extra.segments;
+                segments.sort();
+                segments.dedup();
+                let record = Record {
+                    run: run.run.clone(),
+                    as_of: run.as_of.clone(),
+                    keys: extra.keys,
+                    values: values.iter().map(|c| cell(c, row)).collect(),
+                    segments,
+                    journeys: extra.journeys,
+                };
+                let bytes = serde_json::to_vec(&record)
+                    .map_err(|e| Error::Internal(format!("encoding a profile: {e}")))?;
+                batch.insert(key_of(&[entity, id]), bytes)?;
+                live.insert(id.to_string());
+            }
+        }
+        batch.finish()?;
+
+        // The key index: written where it differs, removed where the run no longer has it.
+        index.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        index.dedup_by(|a, b| a.0 == b.0);
+        let identity_keys = index.len();
+        let prefix = key_of(&[entity, ""]);
+        let mut batch = Batch::new(self, &self.keys);
+        let mut stored = self.keys.scan_prefix(&prefix).peekable();
+        for (key, id) in &index {
+            loop {
+                match stored.peek() {
+                    Some(Ok((k, _))) if k.as_ref() < key.as_slice() => {
+                        batch.remove(k.to_vec())?;
+                        stored.next();
+                    }
+                    Some(Err(_)) => {
+                        if let Some(Err(e)) = stored.next() {
+                            return Err(self.err()(e));
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            match stored.peek() {
+                Some(Ok((k, v))) if k.as_ref() == key.as_slice() => {
+                    if v.as_ref() != id.as_slice() {
+                        batch.insert(key.clone(), id.clone())?;
+                    }
+                    stored.next();
+                }
+                _ => batch.insert(key.clone(), id.clone())?,
+            }
+        }
+        for entry in stored {
+            batch.remove(entry.map_err(self.err())?.0.to_vec())?;
+        }
+        batch.finish()?;
+
+        self.sync_merges(storage, entity, merge_runs, all_merges, &live)?;
+
+        // Profiles the run no longer has.
+        let mut batch = Batch::new(self, &self.profiles);
+        for entry in self.profiles.scan_prefix(key_of(&[entity, ""])) {
+            let (k, _) = entry.map_err(self.err())?;
+            let id = &k[entity.len() + 1..];
+            if !live.contains(String::from_utf8_lossy(id).as_ref()) {
+                batch.remove(k.to_vec())?;
+            }
+        }
+        batch.finish()?;
+
+        // Schemas of older runs (the one before stays for readers still holding its records).
+        let current = self.run()?;
+        let mut batch = Batch::new(self, &self.schemas);
+        for entry in self.schemas.scan_prefix(key_of(&[entity, ""])) {
+            let (k, _) = entry.map_err(self.err())?;
+            let r = String::from_utf8_lossy(&k[entity.len() + 1..]).into_owned();
+            if r != run.run && Some(&r) != current.as_ref() {
+                batch.remove(k.to_vec())?;
+            }
+        }
+        batch.finish()?;
+
+        Ok(EntityInfo {
+            name: entity.to_string(),
+            keys: key_names,
+            profiles: live.len(),
+            identity_keys,
+        })
+    }
+
+    /// Adds the merges of `runs` and points every merged id straight at the profile it lives
+    /// on now; an id that is a profile again is no longer merged.
+    fn sync_merges(
+        &self,
+        storage: &Storage,
+        entity: &str,
+        runs: &[&Manifest],
+        all: bool,
+        live: &HashSet<String>,
+    ) -> Result<()> {
+        let prefix = key_of(&[entity, ""]);
+        let mut into: HashMap<String, String> = HashMap::new();
+        if all {
+            self.remove_prefix(&self.merges, &prefix)?;
+        } else {
+            for entry in self.merges.scan_prefix(&prefix) {
+                let (k, v) = entry.map_err(self.err())?;
+                into.insert(
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                );
+            }
+        }
+        let before = into.clone();
+        for m in runs {
+            let Some(t) = find(m, &format!("{entity}_id_merges")) else {
+                continue;
+            };
+            for b in storage.read(t)?.1 {
+                let (merged, survivors) = (strings(&b, "merged_id")?, strings(&b, "into_id")?);
+                for row in 0..b.num_rows() {
+                    if !merged.is_null(row) && !survivors.is_null(row) {
+                        into.insert(
+                            merged.value(row).to_string(),
+                            survivors.value(row).to_string(),
+                        );
+                    }
+                }
+            }
+        }
+        let mut batch = Batch::new(self, &self.merges);
+        for (merged, first) in &into {
+            let key = [prefix.as_slice(), merged.as_bytes()].concat();
+            if live.contains(merged) {
+                if before.contains_key(merged) {
+                    batch.remove(key)?;
+                }
+                continue;
+            }
+            let mut target = first;
+            for _ in 0..MAX_HOPS {
+                match into.get(target) {
+                    Some(next) if !live.contains(target) && next != merged => target = next,
+                    _ => break,
+                }
+            }
+            if before.get(merged) != Some(target) {
+                batch.insert(key, target.as_bytes().to_vec())?;
+            }
+        }
+        batch.finish()
+    }
+
+    fn remove_prefix(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<()> {
+        let mut batch = Batch::new(self, tree);
+        for entry in tree.scan_prefix(prefix) {
+            batch.remove(entry.map_err(self.err())?.0.to_vec())?;
+        }
+        batch.finish()
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(self.err())?;
+        Ok(())
+    }
+
+    fn err(&self) -> impl Fn(sled::Error) -> Error + '_ {
+        sled_error(&self.path)
+    }
+
+    fn corrupt(&self, what: &str, e: serde_json::Error) -> Error {
+        Error::File {
+            path: self.path.clone(),
+            message: format!("{what} in the online store cannot be read ({e}); delete the directory and it is rebuilt from the offline store"),
+        }
+    }
+}
+
+fn sled_error(path: &Path) -> impl Fn(sled::Error) -> Error + '_ {
+    move |e| Error::File {
+        path: path.to_path_buf(),
+        message: format!("online store: {e}"),
+    }
+}
+
+const IN_USE: &str = "the online store is in use by another cdp process (a run updating it, \
+                      or a server); try again when it is done";
+
+/// Whether sled refused to open the store because another process holds it.
+fn locked(e: &Error) -> bool {
+    matches!(e, Error::File { message, .. } if message.contains("could not acquire lock"))
+}
+
+/// Whether [`OnlineStore::open_waiting`] failed because another process holds the store.
+pub fn in_use(e: &Error) -> bool {
+    locked(e) || matches!(e, Error::File { message, .. } if message == IN_USE)
+}
+
+/// `a \0 b \0 c`: names never hold a NUL, so keys of different entities and key names never
+/// collide, and all keys of one entity share the prefix `entity \0`.
+fn key_of(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+fn remove_other_entities(tree: &sled::Tree, keep: &HashSet<&str>) -> sled::Result<()> {
+    let mut stale = Vec::new();
+    for entry in tree.iter() {
+        let (k, _) = entry?;
+        let entity = k.split(|b| *b == 0).next().unwrap_or_default();
+        if !keep.contains(String::from_utf8_lossy(entity).as_ref()) {
+            stale.push(k);
+        }
+    }
+    for k in stale {
+        tree.remove(k)?;
+    }
+    Ok(())
+}
+
+/// Writes to one tree in atomic batches of [`BATCH`] entries.
+struct Batch<'a> {
+    tree: &'a sled::Tree,
+    path: &'a Path,
+    batch: sled::Batch,
+    len: usize,
+}
+
+impl<'a> Batch<'a> {
+    fn new(store: &'a OnlineStore, tree: &'a sled::Tree) -> Batch<'a> {
+        Batch {
+            tree,
+            path: &store.path,
+            batch: sled::Batch::default(),
+            len: 0,
+        }
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.batch.insert(key, value);
+        self.count()
+    }
+
+    fn remove(&mut self, key: Vec<u8>) -> Result<()> {
+        self.batch.remove(key);
+        self.count()
+    }
+
+    fn count(&mut self) -> Result<()> {
+        self.len += 1;
+        if self.len >= BATCH {
+            self.apply()?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        self.len = 0;
+        self.tree.apply_batch(batch).map_err(sled_error(self.path))
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if self.len > 0 {
+            self.apply()?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Extras {
+    keys: Vec<(String, String)>,
+    segments: Vec<String>,
+    journeys: Vec<Position>,
+}
+
+fn named(entity: &str, canonical_id: &str, record: Record, schema: &Schema) -> Profile {
+    let values = record
+        .values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let column = schema.values.get(i);
+            NamedValue {
+                name: column.map_or_else(|| format!("value_{i}"), |c| c.name.clone()),
+                kind: column.map_or_else(|| "value".into(), |c| c.kind.clone()),
+                ty: column.map_or_else(String::new, |c| c.ty.clone()),
+                value,
+            }
+        })
+        .collect();
+    let journeys = record
+        .journeys
+        .into_iter()
+        .map(|p| {
+            let label = schema
+                .journeys
+                .iter()
+                .find(|j| j.journey == p.journey)
+                .and_then(|j| usize::try_from(p.node).ok().and_then(|n| j.steps.get(n)));
+            JourneyPosition {
+                stage: label.map(|l| l.stage.clone()),
+                step: label.map(|l| l.step.clone()),
+                journey: p.journey,
+                node: p.node,
+                status: p.status,
+                since: p.since,
+                entered_at: p.entered_at,
+                finished_at: p.finished_at,
+            }
+        })
+        .collect();
+    Profile {
+        entity: entity.to_string(),
+        canonical_id: canonical_id.to_string(),
+        merged_from: None,
+        run: record.run,
+        as_of: record.as_of,
+        keys: record
+            .keys
+            .into_iter()
+            .map(|(key, value)| IdentityKey { key, value })
+            .collect(),
+        values,
+        segments: record.segments,
+        journeys,
+    }
+}
+
+/// The entities of a run: those with both a profile and an identity table.
+fn entities_of(run: &Manifest) -> Vec<String> {
+    run.tables
+        .iter()
+        .filter_map(|t| t.table.strip_suffix("_profile"))
+        .filter(|e| find(run, &format!("{e}_identity")).is_some())
+        .map(str::to_string)
+        .collect()
+}
+
+fn find<'a>(run: &'a Manifest, table: &str) -> Option<&'a StoredTable> {
+    run.tables.iter().find(|t| t.table == table)
+}
+
+// ------------------------------------------------------------------------------ the catalog
+
+/// An entity's catalog as read back from the offline store.
+#[derive(Default)]
+struct Catalog {
+    keys: Vec<String>,
+    /// Column → (kind, type) of attributes and features.
+    values: HashMap<String, (String, String)>,
+    segments: HashSet<String>,
+    journeys: Vec<JourneySteps>,
+}
+
+impl Catalog {
+    fn from_batches(batches: &[RecordBatch]) -> Result<Catalog> {
+        let mut c = Catalog::default();
+        for b in batches {
+            let (kind, name, ty) = (
+                strings(b, "kind")?,
+                strings(b, "name")?,
+                strings(b, "type")?,
+            );
+            let (stage, step) = (strings(b, "stage")?, strings(b, "step")?);
+            let text = |a: &StringArray, row: usize| {
+                if a.is_null(row) {
+                    String::new()
+                } else {
+                    a.value(row).to_string()
+                }
+            };
+            for row in 0..b.num_rows() {
+                let name = text(&name, row);
+                match kind.value(row) {
+                    "key" => c.keys.push(name),
+                    "segment" => {
+                        c.segments.insert(name);
+                    }
+                    "step" => {
+                        let label = StepLabel {
+                            stage: text(&stage, row),
+                            step: text(&step, row),
+                        };
+                        match c.journeys.iter_mut().find(|j| j.journey == name) {
+                            Some(j) => j.steps.push(label),
+                            None => c.journeys.push(JourneySteps {
+                                journey: name,
+                                steps: vec![label],
+                            }),
+                        }
+                    }
+                    other => {
+                        c.values.insert(name, (other.to_string(), text(&ty, row)));
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// The catalog tables of a project, one per entity, committed with every run: what each column
+/// of `<entity>_profile` is (`key` rows list the identity keys in priority order; `attribute`,
+/// `feature`, `segment` rows the profile's columns with their type) and which stage and step
+/// each node of each journey is (`step` rows, in node order).
+pub fn catalog(project: &ir::Project) -> Result<Vec<(String, Table)>> {
+    let schema = Arc::new(ArrowSchema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, true),
+        Field::new("stage", DataType::Utf8, true),
+        Field::new("step", DataType::Utf8, true),
+    ]));
+    let mut tables = Vec::new();
+    for (e, entity) in project.entities.iter().enumerate() {
+        let of = |id: ir::EntityId| id.index() == e;
+        let mut rows: Vec<[Option<String>; 5]> = Vec::new();
+        let mut row = |kind: &str, name: &str, ty: Option<String>, stage, step| {
+            rows.push([Some(kind.into()), Some(name.into()), ty, stage, step]);
+        };
+        for k in &entity.keys {
+            row("key", &k.name, None, None, None);
+        }
+        for a in project.attributes.iter().filter(|a| of(a.entity)) {
+            row(
+                "attribute",
+                &a.meta.name,
+                Some(a.ty.to_string()),
+                None,
+                None,
+            );
+        }
+        for f in project.features.iter().filter(|f| of(f.entity)) {
+            row("feature", &f.meta.name, Some(f.ty.to_string()), None, None);
+        }
+        for s in project.segments.iter().filter(|s| of(s.entity)) {
+            row("segment", &s.meta.name, Some("bool".into()), None, None);
+        }
+        for j in project.journeys.iter().filter(|j| of(j.entity)) {
+            for node in &j.nodes {
+                let stage = j.stages.get(node.stage as usize).cloned();
+                row(
+                    "step",
+                    &j.meta.name,
+                    None,
+                    stage,
+                    Some(step_label(project, node)),
+                );
+            }
+        }
+        let columns = (0..5)
+            .map(|i| {
+                let mut b = StringBuilder::new();
+                for r in &rows {
+                    b.append_option(r[i].as_deref());
+                }
+                Arc::new(b.finish()) as ArrayRef
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| Error::Internal(format!("building the catalog: {e}")))?;
+        tables.push((
+            catalog_table(&entity.meta.name),
+            Table {
+                schema: schema.clone(),
+                batches: vec![batch],
+            },
+        ));
+    }
+    Ok(tables)
+}
+
+/// What a journey node does, in the language's words.
+fn step_label(project: &ir::Project, node: &ir::Node) -> String {
+    match &node.kind {
+        NodeKind::Activate { activation, .. } => {
+            format!(
+                "activate {}",
+                project.activations[activation.index()].meta.name
+            )
+        }
+        NodeKind::Wait { ms, .. } => format!("wait {}", stream::duration(*ms)),
+        NodeKind::WaitUntil {
+            condition,
+            timeout_ms,
+            ..
+        } => {
+            let shown = stream::show(condition, project, None);
+            // Aggregates written inline show as internal names (`agg_3`), which mean nothing
+            // to a reader of a profile.
+            let shown = if shown.contains("agg_") || shown.contains("seq_") {
+                "its condition".to_string()
+            } else {
+                unwrapped(&shown).to_string()
+            };
+            format!(
+                "wait until {shown}, at most {}",
+                stream::duration(*timeout_ms)
+            )
+        }
+        NodeKind::Branch { .. } => "branch".into(),
+        NodeKind::Split { .. } => "split".into(),
+        NodeKind::End => "end".into(),
+    }
+}
+
+/// `text` without the parentheses around all of it, if it has them.
+fn unwrapped(text: &str) -> &str {
+    let Some(inner) = text.strip_prefix('(').and_then(|t| t.strip_suffix(')')) else {
+        return text;
+    };
+    let mut depth = 0i32;
+    for c in inner.chars() {
+        depth += match c {
+            '(' => 1,
+            ')' => -1,
+            _ => 0,
+        };
+        if depth < 0 {
+            return text;
+        }
+    }
+    inner
+}
+
+// ------------------------------------------------------------------------------ key normalization
+
+/// Normalizes identity key values exactly as a project's entities do (`normalize`, `exclude`):
+/// by running the compiled SQL that reads identity records over a one-row table.
+pub struct KeyNormalizer {
+    engine: BatchEngine,
+    /// Per entity: the statement building `<entity>_id_records` from the table `cdp_lookup`.
+    records: Vec<(String, Step)>,
+}
+
+impl KeyNormalizer {
+    pub fn new(project: &ir::Project) -> Result<KeyNormalizer> {
+        let lookup = ir::Source {
+            meta: meta("cdp_lookup"),
+            table: "cdp_lookup".into(),
+            columns: vec![ir::Column {
+                name: "value".into(),
+                ty: cdp_compiler::types::Type::String,
+                nullable: true,
+                pii: false,
+            }],
+            key: None,
+            time: None,
+        };
+        let mut records = Vec::new();
+        for entity in &project.entities {
+            let bindings = (0..entity.keys.len())
+                .map(|k| ir::KeyBinding {
+                    source: ir::SourceId(0),
+                    key: ir::KeyId(k as u32),
+                    value: ir::Expr {
+                        kind: ir::ExprKind::Column(ir::ColumnId(0)),
+                        ty: cdp_compiler::types::Type::String,
+                    },
+                })
+                .collect();
+            let alone = ir::Project {
+                name: project.name.clone(),
+                sources: vec![lookup.clone()],
+                entities: vec![ir::Entity {
+                    meta: entity.meta.clone(),
+                    keys: entity.keys.clone(),
+                    bindings,
+                }],
+                behaviors: Vec::new(),
+                attributes: Vec::new(),
+                aggregates: Vec::new(),
+                features: Vec::new(),
+                sequences: Vec::new(),
+                segments: Vec::new(),
+                journeys: Vec::new(),
+                metrics: Vec::new(),
+                activations: Vec::new(),
+                profile_order: Vec::new(),
+            };
+            let program = cdp_compiler::sql::compile(&alone, Dialect::DataFusion, 0);
+            let table = format!("{}_id_records", entity.meta.name);
+            let step = program
+                .steps
+                .into_iter()
+                .find(|s| matches!(s, Step::Create(c) if c.table == table))
+                .ok_or_else(|| Error::Internal(format!("no statement builds `{table}`")))?;
+            records.push((entity.meta.name.clone(), step));
+        }
+        Ok(KeyNormalizer {
+            engine: BatchEngine::with_threads(1)?,
+            records,
+        })
+    }
+
+    /// `raw` normalized as each key of `entity` normalizes it, in key order: `None` where the
+    /// key excludes the value. Empty for an entity the project does not have.
+    pub fn normalize(&self, entity: &str, raw: &str) -> Result<Vec<Option<String>>> {
+        let Some((_, step)) = self.records.iter().find(|(e, _)| e == entity) else {
+            return Ok(Vec::new());
+        };
+        let schema = Arc::new(ArrowSchema::new(vec![Field::new(
+            "value",
+            DataType::Utf8,
+            true,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec![raw])) as ArrayRef],
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        self.engine
+            .register_batches("cdp_lookup", schema, vec![batch])?;
+        self.engine.run_step(step)?;
+        let table = self.engine.table(&format!("{entity}_id_records"))?;
+        let mut out = Vec::new();
+        if let Some(b) = table.batches.iter().find(|b| b.num_rows() > 0) {
+            // Column 0 is `seen_at`; then one column per key, in key order.
+            for i in 1..b.num_columns() {
+                let c = cast(b.column(i), &DataType::Utf8)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let c = c.as_string::<i32>();
+                out.push((!c.is_null(0)).then(|| c.value(0).to_string()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn meta(name: &str) -> ir::Meta {
+    ir::Meta {
+        name: name.into(),
+        description: None,
+        owner: None,
+        tags: Vec::new(),
+    }
+}
+
+// ------------------------------------------------------------------------------ Arrow values
+
+/// A column as text (any string or other type cast to Utf8); a missing column reads as nulls.
+fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    let Some(column) = batch.column_by_name(name) else {
+        return Ok(StringArray::new_null(batch.num_rows()));
+    };
+    let c = cast(column, &DataType::Utf8)
+        .map_err(|e| Error::Internal(format!("reading column `{name}` as text: {e}")))?;
+    Ok(c.as_string::<i32>().clone())
+}
+
+fn cast_column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Internal(format!("a stored table has no column `{name}`")))?;
+    cast(column, to).map_err(|e| Error::Internal(format!("reading column `{name}`: {e}")))
+}
+
+fn optional_times(batch: &RecordBatch, name: &str) -> Result<Option<ArrayRef>> {
+    batch.column_by_name(name).map(canonical).transpose()
+}
+
+/// The column in the one type of its family that [`cell`] reads: 64-bit integers and floats,
+/// UTF-8 strings, microsecond timestamps, 32-bit dates.
+fn canonical(column: &ArrayRef) -> Result<ArrayRef> {
+    let to = match column.data_type() {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => DataType::Int64,
+        DataType::Float16 | DataType::Float32 => DataType::Float64,
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::Date64 => DataType::Date32,
+        DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+        }
+        _ => return Ok(column.clone()),
+    };
+    cast(column, &to).map_err(|e| Error::Internal(format!("reading a stored value: {e}")))
+}
+
+/// One value as JSON: numbers as numbers, decimals as their exact text, timestamps as
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC), dates as `YYYY-MM-DD`, lists as arrays.
+fn cell(column: &ArrayRef, row: usize) -> Json {
+    if column.is_null(row) {
+        return Json::Null;
+    }
+    match column.data_type() {
+        DataType::Utf8 => Json::String(column.as_string::<i32>().value(row).to_string()),
+        DataType::Boolean => Json::Bool(column.as_boolean().value(row)),
+        DataType::Int64 => Json::from(column.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt64 => Json::from(column.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float64 => {
+            let v = column.as_primitive::<Float64Type>().value(row);
+            serde_json::Number::from_f64(v)
+                .map_or_else(|| Json::String(v.to_string()), Json::Number)
+        }
+        DataType::Decimal128(_, _) => {
+            Json::String(column.as_primitive::<Decimal128Type>().value_as_string(row))
+        }
+        DataType::Date32 => {
+            let days = column.as_primitive::<Date32Type>().value(row) as i64;
+            let text = format_micros(days * 86_400_000_000);
+            Json::String(text[..text.len().min(10)].to_string())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Json::String(format_micros(
+            column.as_primitive::<TimestampMicrosecondType>().value(row),
+        )),
+        DataType::List(_) => list(column.as_list::<i32>().value(row)),
+        DataType::LargeList(_) => list(column.as_list::<i64>().value(row)),
+        _ => match ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()) {
+            Ok(f) => Json::String(f.value(row).to_string()),
+            Err(_) => Json::Null,
+        },
+    }
+}
+
+fn list(items: ArrayRef) -> Json {
+    match canonical(&items) {
+        Ok(items) => Json::Array((0..items.len()).map(|i| cell(&items, i)).collect()),
+        Err(_) => Json::Null,
+    }
+}
+
+/// A type name in the language's words, for runs without a catalog.
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Boolean => "bool".into(),
+        t if t.is_integer() => "int".into(),
+        t if t.is_floating() => "float".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p}, {s})"),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, _) => "timestamp".into(),
+        DataType::List(f) | DataType::LargeList(f) => format!("list<{}>", type_name(f.data_type())),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{BooleanArray, Decimal128Array, Int64Array as I64};
+
+    fn strings_batch(names: &[&str], rows: &[&[Option<&str>]]) -> (Arc<ArrowSchema>, RecordBatch) {
+        let schema = Arc::new(ArrowSchema::new(
+            names
+                .iter()
+                .map(|n| Field::new(*n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let columns = (0..names.len())
+            .map(|i| {
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r[i]).collect::<Vec<_>>(),
+                )) as ArrayRef
+            })
+            .collect();
+        let b = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        (schema, b)
+    }
+
+    /// One run of a tiny entity `c`: profiles with a decimal and a flag, identity keys,
+    /// segments, merges, and a catalog naming a segment column.
+    struct Run<'a> {
+        id: &'a str,
+        profiles: &'a [(&'a str, Option<i128>, bool)],
+        identity: &'a [(&'a str, &'a str, &'a str)],
+        segments: &'a [(&'a str, &'a str)],
+        merges: &'a [(&'a str, &'a str)],
+    }
+
+    fn commit(s: &Storage, run: &Run) {
+        let as_of = "2024-12-01 00:00:00";
+        let mut tables = Vec::new();
+        let mut stage = |name: &str, schema: Arc<ArrowSchema>, b: RecordBatch| {
+            tables.push(s.stage(run.id, as_of, name, schema, &[b]).unwrap());
+        };
+        let schema = Arc::new(ArrowSchema::new(vec![
+            Field::new("canonical_id", DataType::Utf8, false),
+            Field::new("ltv", DataType::Decimal128(12, 2), true),
+            Field::new("big", DataType::Boolean, true),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(
+                    run.profiles.iter().map(|p| p.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(
+                    Decimal128Array::from(run.profiles.iter().map(|p| p.1).collect::<Vec<_>>())
+                        .with_precision_and_scale(12, 2)
+                        .unwrap(),
+                ),
+                Arc::new(BooleanArray::from(
+                    run.profiles.iter().map(|p| p.2).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        stage("c_profile", schema, b);
+        let rows: Vec<[Option<&str>; 3]> = run
+            .identity
+            .iter()
+            .map(|(k, v, id)| [Some(*k), Some(*v), Some(*id)])
+            .collect();
+        let rows: Vec<&[Option<&str>]> = rows.iter().map(|r| &r[..]).collect();
+        let (schema, b) = strings_batch(&["key_name", "key_value", "canonical_id"], &rows);
+        stage("c_identity", schema, b);
+        let rows: Vec<[Option<&str>; 2]> = run
+            .segments
+            .iter()
+            .map(|(i, s)| [Some(*i), Some(*s)])
+            .collect();
+        let rows: Vec<&[Option<&str>]> = rows.iter().map(|r| &r[..]).collect();
+        let (schema, b) = strings_batch(&["canonical_id", "segment"], &rows);
+        stage("c_segments", schema, b);
+        let rows: Vec<[Option<&str>; 2]> = run
+            .merges
+            .iter()
+            .map(|(m, i)| [Some(*m), Some(*i)])
+            .collect();
+        let rows: Vec<&[Option<&str>]> = rows.iter().map(|r| &r[..]).collect();
+        let (schema, b) = strings_batch(&["merged_id", "into_id"], &rows);
+        stage("c_id_merges", schema, b);
+        let catalog: &[&[Option<&str>]] = &[
+            &[Some("key"), Some("email"), None, None, None],
+            &[
+                Some("feature"),
+                Some("ltv"),
+                Some("decimal(12, 2)"),
+                None,
+                None,
+            ],
+            &[Some("segment"), Some("big"), Some("bool"), None, None],
+        ];
+        let (schema, b) = strings_batch(&["kind", "name", "type", "stage", "step"], catalog);
+        stage("c_catalog", schema, b);
+        s.commit(&Manifest {
+            run: run.id.into(),
+            as_of: as_of.into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            tables,
+            steps: Vec::new(),
+            rejects: Vec::new(),
+        })
+        .unwrap();
+    }
+
+    fn first_run() -> Run<'static> {
+        Run {
+            id: "r1",
+            profiles: &[
+                ("a", Some(12_345), true),
+                ("b", None, false),
+                ("x", Some(1), false),
+            ],
+            identity: &[
+                ("email", "ana@x.org", "a"),
+                ("cookie", "k1", "a"),
+                ("email", "bo@x.org", "b"),
+                ("email", "xavier@x.org", "x"),
+            ],
+            segments: &[("a", "big")],
+            merges: &[],
+        }
+    }
+
+    #[test]
+    fn a_sync_makes_every_profile_readable_by_id_and_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        let empty = online.sync(&s).unwrap();
+        assert_eq!((empty.run, empty.profiles), (None, 0));
+
+        commit(&s, &first_run());
+        let synced = online.sync(&s).unwrap();
+        assert_eq!(synced.run.as_deref(), Some("r1"));
+        assert_eq!((synced.profiles, synced.identity_keys), (3, 4));
+        assert!(synced.updated);
+        assert!(!online.sync(&s).unwrap().updated, "nothing to do twice");
+
+        assert_eq!(
+            online
+                .canonical_id("c", "email", "ana@x.org")
+                .unwrap()
+                .as_deref(),
+            Some("a")
+        );
+        assert_eq!(online.canonical_id("c", "email", "nobody").unwrap(), None);
+        let a = online.profile("c", "a").unwrap().unwrap();
+        assert_eq!(a.run, "r1");
+        assert_eq!(a.as_of, "2024-12-01 00:00:00");
+        assert_eq!(a.segments, vec!["big".to_string()]);
+        // The segment column is a membership, not a value; keys come in priority order.
+        assert_eq!(a.values.len(), 1);
+        assert_eq!(
+            (
+                a.values[0].name.as_str(),
+                a.values[0].kind.as_str(),
+                a.values[0].ty.as_str()
+            ),
+            ("ltv", "feature", "decimal(12, 2)")
+        );
+        assert_eq!(a.values[0].value, Json::String("123.45".into()));
+        assert_eq!(a.keys[0].key, "email");
+        assert_eq!(a.keys.len(), 2);
+        let b = online.profile("c", "b").unwrap().unwrap();
+        assert_eq!(b.values[0].value, Json::Null);
+        assert!(b.segments.is_empty());
+        assert_eq!(online.entities().unwrap()[0].keys, vec!["email", "cookie"]);
+    }
+
+    #[test]
+    fn a_later_run_removes_what_is_gone_and_merged_ids_find_their_survivor() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        commit(&s, &first_run());
+        online.sync(&s).unwrap();
+
+        // b merges into a; x is gone.
+        commit(
+            &s,
+            &Run {
+                id: "r2",
+                profiles: &[("a", Some(20_000), true)],
+                identity: &[
+                    ("email", "ana@x.org", "a"),
+                    ("cookie", "k1", "a"),
+                    ("email", "bo@x.org", "a"),
+                ],
+                segments: &[("a", "big")],
+                merges: &[("b", "a")],
+            },
+        );
+        let synced = online.sync(&s).unwrap();
+        assert_eq!((synced.profiles, synced.identity_keys), (1, 3));
+        assert_eq!(online.profile("c", "x").unwrap(), None);
+        assert_eq!(
+            online.canonical_id("c", "email", "xavier@x.org").unwrap(),
+            None
+        );
+        assert_eq!(
+            online
+                .canonical_id("c", "email", "bo@x.org")
+                .unwrap()
+                .as_deref(),
+            Some("a")
+        );
+        let via_b = online.profile("c", "b").unwrap().unwrap();
+        assert_eq!(via_b.canonical_id, "a");
+        assert_eq!(via_b.merged_from.as_deref(), Some("b"));
+        assert_eq!(via_b.values[0].value, Json::String("200.00".into()));
+
+        // a merges into z in a third run: b now leads to z.
+        commit(
+            &s,
+            &Run {
+                id: "r3",
+                profiles: &[("z", Some(1), false)],
+                identity: &[("email", "ana@x.org", "z")],
+                segments: &[],
+                merges: &[("a", "z")],
+            },
+        );
+        online.sync(&s).unwrap();
+        assert_eq!(online.profile("c", "b").unwrap().unwrap().canonical_id, "z");
+
+        // Rebuilt from nothing, the store holds the same.
+        drop(online);
+        std::fs::remove_dir_all(path(dir.path())).unwrap();
+        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        assert!(online.sync(&s).unwrap().updated);
+        assert_eq!(online.profile("c", "b").unwrap().unwrap().canonical_id, "z");
+        assert_eq!(online.profile("c", "a").unwrap().unwrap().canonical_id, "z");
+        assert_eq!(online.schema("c", "r1").unwrap(), None, "old schemas go");
+    }
+
+    #[test]
+    fn a_store_that_lags_or_lost_its_marker_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        commit(&s, &first_run());
+        {
+            let online = OnlineStore::open(&path(dir.path())).unwrap();
+            online.sync(&s).unwrap();
+            // Killed after writing half of an update: a stale profile, a wrong key, a marker
+            // that names no run.
+            online
+                .profiles
+                .insert(key_of(&["c", "ghost"]), b"{}".to_vec())
+                .unwrap();
+            online
+                .keys
+                .insert(key_of(&["c", "email", "ana@x.org"]), b"ghost".to_vec())
+                .unwrap();
+            online.meta.insert("run", b"garbage".to_vec()).unwrap();
+            online.flush().unwrap();
+        }
+        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        assert_eq!(online.run().unwrap().as_deref(), Some("garbage"));
+        let synced = online.sync(&s).unwrap();
+        assert!(synced.updated);
+        assert_eq!(online.run().unwrap().as_deref(), Some("r1"));
+        assert_eq!(online.record_bytes("c", "ghost").unwrap(), None);
+        assert_eq!(
+            online
+                .canonical_id("c", "email", "ana@x.org")
+                .unwrap()
+                .as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn a_store_held_elsewhere_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = OnlineStore::open(&path(dir.path())).unwrap();
+        let e = OnlineStore::open_waiting(&path(dir.path()), Duration::ZERO)
+            .err()
+            .expect("sled lets one holder in");
+        assert!(in_use(&e), "{e}");
+        drop(held);
+        assert!(OnlineStore::open_waiting(&path(dir.path()), Duration::ZERO).is_ok());
+    }
+
+    fn retail() -> ir::Project {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/retail");
+        let sources = cdp_compiler::load_project(&root).unwrap();
+        cdp_compiler::lower(&cdp_compiler::check(&sources)).unwrap()
+    }
+
+    #[test]
+    fn keys_are_normalized_as_the_entity_declares() {
+        let n = KeyNormalizer::new(&retail()).unwrap();
+        // customer_id: upper(trim); email: lower(trim), blocklisted values; cookie_id: raw.
+        assert_eq!(
+            n.normalize("customer", "  Ana.S@Web.DE ").unwrap(),
+            vec![
+                Some("ANA.S@WEB.DE".to_string()),
+                Some("ana.s@web.de".to_string()),
+                Some("  Ana.S@Web.DE ".to_string()),
+            ]
+        );
+        assert_eq!(
+            n.normalize("customer", " TEST@example.com").unwrap()[1],
+            None
+        );
+        assert!(n.normalize("nobody", "x").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_catalog_names_every_column_and_journey_step() {
+        let tables = catalog(&retail()).unwrap();
+        assert_eq!(tables.len(), 1);
+        assert_eq!(tables[0].0, "customer_catalog");
+        let c = Catalog::from_batches(&tables[0].1.batches).unwrap();
+        assert_eq!(c.keys, ["customer_id", "email", "cookie_id"]);
+        assert_eq!(
+            c.values.get("lifetime_value"),
+            Some(&("feature".to_string(), "decimal(38, 2)".to_string()))
+        );
+        assert_eq!(c.values.get("country").unwrap().0, "attribute");
+        assert!(c.segments.contains("high_value"));
+        let welcome = c.journeys.iter().find(|j| j.journey == "welcome").unwrap();
+        assert_eq!(welcome.steps[0].stage, "hello");
+        assert_eq!(welcome.steps[0].step, "activate welcome_email");
+        assert_eq!(welcome.steps[1].step, "wait 2d");
+        assert_eq!(
+            welcome.steps[4].step,
+            "wait until email_opens_90d >= 1, at most 5d"
+        );
+    }
+
+    #[test]
+    fn values_keep_their_type_in_json() {
+        let ints: ArrayRef = Arc::new(I64::from(vec![Some(3), None]));
+        assert_eq!(cell(&ints, 0), Json::from(3));
+        assert_eq!(cell(&ints, 1), Json::Null);
+        let ts: ArrayRef = Arc::new(datafusion::arrow::array::TimestampNanosecondArray::from(
+            vec![1_733_011_200_000_000_000i64],
+        ));
+        assert_eq!(
+            cell(&canonical(&ts).unwrap(), 0),
+            Json::String("2024-12-01 00:00:00".into())
+        );
+        let dates: ArrayRef = Arc::new(datafusion::arrow::array::Date32Array::from(vec![0]));
+        assert_eq!(cell(&dates, 0), Json::String("1970-01-01".into()));
+    }
+}
