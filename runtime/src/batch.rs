@@ -20,7 +20,17 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
-use crate::load::{read_source, SourceFiles};
+use crate::load::{read_source, read_source_with, BadRows, Reject, SourceFiles};
+
+/// What loading one source did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub source: String,
+    pub table: String,
+    pub rows: usize,
+    /// Rows that did not fit the declared columns, kept aside.
+    pub rejects: Vec<Reject>,
+}
 use crate::program::{Program, Statement, Step};
 use crate::schema::source_schema;
 
@@ -107,6 +117,22 @@ impl BatchEngine {
         project: &ir::Project,
         config: &ProjectConfig,
     ) -> Result<Vec<(String, usize)>> {
+        Ok(self
+            .register_project_sources_with(root, project, config, BadRows::Refuse)?
+            .into_iter()
+            .map(|l| (l.table, l.rows))
+            .collect())
+    }
+
+    /// [`register_project_sources`](Self::register_project_sources), handling bad rows as
+    /// `mode` says; returns what each source loaded and kept aside.
+    pub fn register_project_sources_with(
+        &self,
+        root: &Path,
+        project: &ir::Project,
+        config: &ProjectConfig,
+        mode: BadRows,
+    ) -> Result<Vec<Loaded>> {
         let mut loaded = Vec::new();
         for source in &project.sources {
             let binding = config.sources.get(&source.meta.name).ok_or_else(|| {
@@ -116,8 +142,16 @@ impl BatchEngine {
                 ))
             })?;
             let files = SourceFiles::from_binding(root, &source.meta.name, binding)?;
-            let rows = self.register_source(source, &files)?;
-            loaded.push((source.table.clone(), rows));
+            let schema = source_schema(source)?;
+            let (batches, rejects) = read_source_with(source, &files, mode)?;
+            let rows = batches.iter().map(RecordBatch::num_rows).sum();
+            self.register_batches(&source.table, schema, batches)?;
+            loaded.push(Loaded {
+                source: source.meta.name.clone(),
+                table: source.table.clone(),
+                rows,
+                rejects,
+            });
         }
         Ok(loaded)
     }

@@ -106,8 +106,19 @@ impl SourceFiles {
     }
 }
 
-/// Reads every file of a source into batches of the source's schema, files in parallel.
+/// Reads every file of a source into batches of the source's schema, files in parallel; any bad
+/// row refuses the source.
 pub fn read_source(source: &ir::Source, files: &SourceFiles) -> Result<Vec<RecordBatch>> {
+    Ok(read_source_with(source, files, BadRows::Refuse)?.0)
+}
+
+/// Reads every file of a source, files in parallel, handling bad rows as `mode` says; returns
+/// the batches and the rows kept aside (in file order).
+pub fn read_source_with(
+    source: &ir::Source,
+    files: &SourceFiles,
+    mode: BadRows,
+) -> Result<(Vec<RecordBatch>, Vec<Reject>)> {
     let schema = source_schema(source)?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -115,7 +126,7 @@ pub fn read_source(source: &ir::Source, files: &SourceFiles) -> Result<Vec<Recor
         .min(files.paths.len())
         .max(1);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<Vec<RecordBatch>>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<Read>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -123,7 +134,7 @@ pub fn read_source(source: &ir::Source, files: &SourceFiles) -> Result<Vec<Recor
                 let Some(path) = files.paths.get(i) else {
                     break;
                 };
-                let r = read_file(source, &schema, files.format, path);
+                let r = read_file_with(source, &schema, files.format, path, mode);
                 if let Ok(mut all) = results.lock() {
                     all.push((i, r));
                 }
@@ -138,23 +149,37 @@ pub fn read_source(source: &ir::Source, files: &SourceFiles) -> Result<Vec<Recor
     }
     results.sort_by_key(|(i, _)| *i);
     let mut batches = Vec::new();
+    let mut rejects = Vec::new();
     for (_, r) in results {
-        batches.extend(r?);
+        let (b, k) = r?;
+        batches.extend(b);
+        rejects.extend(k);
     }
-    Ok(batches)
+    Ok((batches, rejects))
 }
 
-/// Reads one file of a source.
+/// Reads one file of a source; any bad row refuses it.
 pub fn read_file(
     source: &ir::Source,
     schema: &SchemaRef,
     format: DataFormat,
     path: &Path,
 ) -> Result<Vec<RecordBatch>> {
+    Ok(read_file_with(source, schema, format, path, BadRows::Refuse)?.0)
+}
+
+/// Reads one file of a source, handling bad rows as `mode` says.
+pub fn read_file_with(
+    source: &ir::Source,
+    schema: &SchemaRef,
+    format: DataFormat,
+    path: &Path,
+    mode: BadRows,
+) -> Result<Read> {
     match format {
-        DataFormat::Csv => read_csv(source, schema, path),
-        DataFormat::Jsonl => read_jsonl(source, schema, path),
-        DataFormat::Parquet => read_parquet(source, schema, path),
+        DataFormat::Csv => read_csv(source, schema, path, mode),
+        DataFormat::Jsonl => read_jsonl(source, schema, path, mode),
+        DataFormat::Parquet => read_parquet(source, schema, path, mode),
     }
 }
 
@@ -165,18 +190,73 @@ fn file_error(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// A row that did not fit its source's declared columns and was kept aside.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reject {
+    pub file: String,
+    /// The text line (CSV, JSON lines: counting the header), or the row number (Parquet).
+    pub line: u64,
+    /// The column whose value is wrong, or `(row)` when the row itself is.
+    pub column: String,
+    pub reason: String,
+    /// The row as the file holds it (CSV, JSON lines; at most 4 KiB), or the bad value.
+    pub row: String,
+}
+
+/// How bad rows are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRows {
+    /// Any bad row refuses the whole source ([`Error::BadRows`], with examples).
+    Refuse,
+    /// Good rows load; bad rows are returned as [`Reject`]s.
+    KeepAside,
+}
+
 /// Collects the bad rows of one file while it is read.
 struct Rejects {
     examples: Vec<BadValue>,
     count: u64,
+    mode: BadRows,
+    path: String,
+    kept: Vec<Reject>,
 }
 
 impl Rejects {
-    fn new() -> Rejects {
+    fn new(mode: BadRows, path: &Path) -> Rejects {
         Rejects {
             examples: Vec::new(),
             count: 0,
+            mode,
+            path: path.display().to_string(),
+            kept: Vec::new(),
         }
+    }
+
+    /// Whether good rows are still loaded: always when bad rows are kept aside; until the first
+    /// bad row when they refuse the source (it will not load).
+    fn loading(&self) -> bool {
+        self.mode == BadRows::KeepAside || self.count == 0
+    }
+
+    fn reject_row(&mut self, line: u64, column: &str, value: &str, problem: String, row: &str) {
+        if self.mode == BadRows::KeepAside {
+            let mut row = row.to_string();
+            if row.len() > 4096 {
+                let mut cut = 4096;
+                while !row.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                row.truncate(cut);
+            }
+            self.kept.push(Reject {
+                file: self.path.clone(),
+                line,
+                column: column.to_string(),
+                reason: problem.clone(),
+                row,
+            });
+        }
+        self.reject(line, column, value, problem);
     }
 
     fn reject(&mut self, line: u64, column: &str, value: &str, problem: String) {
@@ -196,9 +276,9 @@ impl Rejects {
         source: &ir::Source,
         path: &Path,
         rows_not_lines: bool,
-    ) -> Result<(), Error> {
-        if self.count == 0 {
-            return Ok(());
+    ) -> Result<Vec<Reject>, Error> {
+        if self.count == 0 || self.mode == BadRows::KeepAside {
+            return Ok(self.kept);
         }
         Err(Error::BadRows {
             source: source.meta.name.clone(),
@@ -260,7 +340,9 @@ impl BatchBuilder {
 
 // ------------------------------------------------------------------------------ CSV
 
-fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<Vec<RecordBatch>> {
+type Read = (Vec<RecordBatch>, Vec<Reject>);
+
+fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRows) -> Result<Read> {
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -300,7 +382,7 @@ fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<Vec<
     }
     let width = names.len();
     let mut out = BatchBuilder::new(source, schema);
-    let mut rejects = Rejects::new();
+    let mut rejects = Rejects::new(mode, path);
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -316,46 +398,69 @@ fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<Vec<
             }
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let raw = || {
+            let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+            let _ = w.write_record(&record);
+            String::from_utf8_lossy(&w.into_inner().unwrap_or_default())
+                .trim_end()
+                .to_string()
+        };
         if record.len() != width {
-            rejects.reject(
+            let row = raw();
+            rejects.reject_row(
                 line,
                 "(row)",
                 record.as_slice(),
                 format!("has {} fields, the header has {width}", record.len()),
+                &row,
             );
             continue;
         }
-        let append = rejects.count == 0;
-        let mut ok = true;
-        for ((column, builder), &pos) in source
+        let cell = |pos: usize| {
+            let text = &record[pos];
+            if text.is_empty() {
+                None
+            } else {
+                Some(text)
+            }
+        };
+        // Every value is checked before any is added, so a bad row adds nothing.
+        let problem = source
             .columns
             .iter()
             .zip(out.columns.iter_mut())
             .zip(&positions)
-        {
-            let text = &record[pos];
-            let cell = if text.is_empty() { None } else { Some(text) };
-            if let Err(problem) = builder.push_text(cell, append && ok) {
-                rejects.reject(line, &column.name, text, problem);
-                ok = false;
-                break;
-            }
+            .find_map(|((column, builder), &pos)| {
+                builder
+                    .push_text(cell(pos), false)
+                    .err()
+                    .map(|p| (column, pos, p))
+            });
+        if let Some((column, pos, problem)) = problem {
+            let row = raw();
+            rejects.reject_row(line, &column.name, &record[pos], problem, &row);
+            continue;
         }
-        if append && ok {
+        if rejects.loading() {
+            for (builder, &pos) in out.columns.iter_mut().zip(&positions) {
+                builder
+                    .push_text(cell(pos), true)
+                    .map_err(|e| Error::Internal(format!("a checked value failed: {e}")))?;
+            }
             out.row_done()?;
         }
     }
-    rejects.into_result(source, path, false)?;
-    out.finish()
+    let kept = rejects.into_result(source, path, false)?;
+    Ok((out.finish()?, kept))
 }
 
 // ------------------------------------------------------------------------------ JSON-lines
 
-fn read_jsonl(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<Vec<RecordBatch>> {
+fn read_jsonl(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRows) -> Result<Read> {
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
     let reader = BufReader::with_capacity(1 << 20, file);
     let mut out = BatchBuilder::new(source, schema);
-    let mut rejects = Rejects::new();
+    let mut rejects = Rejects::new(mode, path);
     for (i, line) in reader.lines().enumerate() {
         let line_no = i as u64 + 1;
         let text =
@@ -366,48 +471,73 @@ fn read_jsonl(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<Ve
         let object = match serde_json::from_str::<Json>(&text) {
             Ok(Json::Object(map)) => map,
             Ok(_) => {
-                rejects.reject(line_no, "(row)", &text, "is not a JSON object".into());
+                rejects.reject_row(
+                    line_no,
+                    "(row)",
+                    &text,
+                    "is not a JSON object".into(),
+                    &text,
+                );
                 continue;
             }
             Err(e) => {
-                rejects.reject(line_no, "(row)", &text, format!("is not JSON: {e}"));
+                rejects.reject_row(line_no, "(row)", &text, format!("is not JSON: {e}"), &text);
                 continue;
             }
         };
-        let append = rejects.count == 0;
-        let mut ok = true;
-        for (column, builder) in source.columns.iter().zip(out.columns.iter_mut()) {
-            let value = object.get(&column.name).unwrap_or(&Json::Null);
-            if let Err(problem) = builder.push_json(value, append && ok) {
-                rejects.reject(line_no, &column.name, &value.to_string(), problem);
-                ok = false;
-                break;
-            }
+        let value = |name: &str| object.get(name).unwrap_or(&Json::Null);
+        // Every value is checked before any is added, so a bad row adds nothing.
+        let problem =
+            source
+                .columns
+                .iter()
+                .zip(out.columns.iter_mut())
+                .find_map(|(column, builder)| {
+                    builder
+                        .push_json(value(&column.name), false)
+                        .err()
+                        .map(|p| (column, p))
+                });
+        if let Some((column, problem)) = problem {
+            let shown = value(&column.name).to_string();
+            rejects.reject_row(line_no, &column.name, &shown, problem, &text);
+            continue;
         }
-        if append && ok {
+        if rejects.loading() {
+            for (column, builder) in source.columns.iter().zip(out.columns.iter_mut()) {
+                builder
+                    .push_json(value(&column.name), true)
+                    .map_err(|e| Error::Internal(format!("a checked value failed: {e}")))?;
+            }
             out.row_done()?;
         }
     }
-    rejects.into_result(source, path, false)?;
-    out.finish()
+    let kept = rejects.into_result(source, path, false)?;
+    Ok((out.finish()?, kept))
 }
 
 // ------------------------------------------------------------------------------ Parquet
 
-fn read_parquet(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<Vec<RecordBatch>> {
+fn read_parquet(
+    source: &ir::Source,
+    schema: &SchemaRef,
+    path: &Path,
+    mode: BadRows,
+) -> Result<Read> {
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| file_error(path, format!("not a readable Parquet file: {e}")))?
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| file_error(path, format!("not a readable Parquet file: {e}")))?;
-    let mut rejects = Rejects::new();
+    let mut rejects = Rejects::new(mode, path);
     let mut out = Vec::new();
     let mut rows_before = 0u64;
     for batch in reader {
         let batch = batch
             .map_err(|e| file_error(path, format!("after row {rows_before}: cannot read: {e}")))?;
         let mut arrays = Vec::with_capacity(source.columns.len());
+        let mut bad = vec![false; batch.num_rows()];
         for (column, field) in source.columns.iter().zip(schema.fields()) {
             let Some(array) = batch.column_by_name(&column.name) else {
                 return Err(file_error(
@@ -461,26 +591,36 @@ fn read_parquet(source: &ir::Source, schema: &SchemaRef, path: &Path) -> Result<
             };
             if !column.nullable && array.null_count() > 0 {
                 for i in (0..array.len()).filter(|&i| array.is_null(i)) {
-                    rejects.reject(
-                        rows_before + i as u64 + 1,
-                        &column.name,
-                        "null",
-                        not_nullable_problem(&column.ty),
-                    );
+                    if !bad[i] {
+                        bad[i] = true;
+                        rejects.reject_row(
+                            rows_before + i as u64 + 1,
+                            &column.name,
+                            "null",
+                            not_nullable_problem(&column.ty),
+                            "null",
+                        );
+                    }
                 }
             }
             arrays.push(array);
         }
         rows_before += batch.num_rows() as u64;
-        if rejects.count == 0 {
-            out.push(
-                RecordBatch::try_new(schema.clone(), arrays)
-                    .map_err(|e| Error::Internal(format!("building a batch: {e}")))?,
-            );
+        if rejects.loading() {
+            let whole = RecordBatch::try_new(schema.clone(), arrays)
+                .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
+            out.push(if bad.contains(&true) {
+                let keep: datafusion::arrow::array::BooleanArray =
+                    bad.iter().map(|b| Some(!b)).collect();
+                datafusion::arrow::compute::filter_record_batch(&whole, &keep)
+                    .map_err(|e| Error::Internal(format!("leaving bad rows out: {e}")))?
+            } else {
+                whole
+            });
         }
     }
-    rejects.into_result(source, path, true)?;
-    Ok(out)
+    let kept = rejects.into_result(source, path, true)?;
+    Ok((out, kept))
 }
 
 /// A Parquet duration column (an Arrow duration, or integers already in milliseconds) as

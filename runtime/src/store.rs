@@ -107,7 +107,40 @@ impl Storage {
         self.root.join("runs").join(format!("{run}.json")).exists()
     }
 
+    /// Writes the rows a run kept aside from one source, as JSON lines, to
+    /// `rejects/<run>/<source>.jsonl`; returns that path relative to the storage directory. The
+    /// run's commit makes them part of it (an uncommitted run's rejects are cleaned up).
+    pub fn write_rejects(
+        &self,
+        run: &str,
+        source: &str,
+        rejects: &[crate::load::Reject],
+    ) -> Result<String> {
+        let relative = format!("rejects/{run}/{source}.jsonl");
+        let path = self.root.join(&relative);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let mut text = Vec::new();
+        for r in rejects {
+            serde_json::to_writer(&mut text, r)
+                .map_err(|e| Error::Internal(format!("writing rejects: {e}")))?;
+            text.push(b'\n');
+        }
+        write_atomic(&path, &text)?;
+        Ok(relative)
+    }
+
     fn clean_uncommitted(&self) -> Result<()> {
+        let rejects = self.root.join("rejects");
+        if rejects.is_dir() {
+            for run in read_dirs(&rejects)? {
+                let name = run.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if !self.committed(name) {
+                    fs::remove_dir_all(&run).map_err(io(&run))?;
+                }
+            }
+        }
         let staging = self.root.join("staging");
         for entry in fs::read_dir(&staging).map_err(io(&staging))? {
             let path = entry.map_err(io(&staging))?.path();

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cdp_compiler::sql::{self, dialect::format_micros, Dialect};
-use cdp_runtime::store::{Manifest, StepRecord, Storage};
+use cdp_runtime::load::BadRows;
+use cdp_runtime::store::{Manifest, RejectCount, StepRecord, Storage};
 use cdp_runtime::workflow::{self, Node, Observer, StepReport};
 use cdp_runtime::BatchEngine;
 
@@ -63,10 +64,12 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
     let engine = BatchEngine::new().map_err(runtime_failure)?;
 
     // Sources.
+    // Rows that do not fit their source's declared columns are kept aside (written to the
+    // run's rejects files and counted), never dropped silently.
     let loaded = engine
-        .register_project_sources(dir, &project, config)
+        .register_project_sources_with(dir, &project, config, BadRows::KeepAside)
         .map_err(runtime_failure)?;
-    let rows_in: usize = loaded.iter().map(|(_, n)| n).sum();
+    let rows_in: usize = loaded.iter().map(|l| l.rows).sum();
     writeln!(
         err,
         "loaded {} rows from {} sources in {:.1?}",
@@ -74,6 +77,20 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
         loaded.len(),
         started.elapsed()
     )?;
+    for l in loaded.iter().filter(|l| !l.rejects.is_empty()) {
+        let first = &l.rejects[0];
+        writeln!(
+            err,
+            "warning: {} rows of source `{}` do not fit its declared columns and are kept aside \
+             (first: {}:{}: column `{}` {})",
+            l.rejects.len(),
+            l.source,
+            first.file,
+            first.line,
+            first.column,
+            first.reason
+        )?;
+    }
 
     // State: each state table takes the `<table>_next` output of the last committed run.
     if let Some(prev) = &previous {
@@ -167,6 +184,18 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
     std::fs::create_dir_all(storage.root().join("stats"))
         .map_err(|e| Failure::Internal(format!("{}: {e}", stats_path.display())))?;
     cdp_runtime::store::write_atomic(&stats_path, &stats_text).map_err(runtime_failure)?;
+    // The rows kept aside, one JSON-lines file per source.
+    let mut rejects = Vec::new();
+    for l in loaded.iter().filter(|l| !l.rejects.is_empty()) {
+        let path = storage
+            .write_rejects(&run_id, &l.source, &l.rejects)
+            .map_err(runtime_failure)?;
+        rejects.push(RejectCount {
+            source: l.source.clone(),
+            rows: l.rejects.len() as u64,
+            file: path,
+        });
+    }
     let manifest = Manifest {
         run: run_id.clone(),
         as_of: as_of_text.clone(),
@@ -174,7 +203,7 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
         finished_at: now_text(),
         tables,
         steps: reports.iter().map(step_record).collect(),
-        rejects: Vec::new(),
+        rejects,
     };
     storage.commit(&manifest).map_err(runtime_failure)?;
 
@@ -185,6 +214,15 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
         previous.as_ref(),
         started.elapsed(),
     )?;
+    for r in &manifest.rejects {
+        writeln!(
+            out,
+            "rejected {} rows of source {} -> {}",
+            r.rows,
+            r.source,
+            storage.root().join(&r.file).display()
+        )?;
+    }
     writeln!(
         out,
         "run {run_id} as of {as_of_text} committed to {}",

@@ -10,6 +10,7 @@ mod identity;
 mod no_panic;
 mod profile;
 mod registry;
+mod rejects;
 mod run;
 mod serve;
 mod training_set;

@@ -345,3 +345,57 @@ fn values_parse_strictly() {
     assert!(parse_duration("5 s").is_err());
     assert!(parse_duration("s").is_err());
 }
+
+#[test]
+fn bad_rows_kept_aside_leave_good_rows_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = |format, path: PathBuf| {
+        read_source_with(
+            &source(),
+            &SourceFiles::new(format, vec![path]),
+            BadRows::KeepAside,
+        )
+        .unwrap()
+    };
+    // CSV: a bad int in the middle row; the rows around it load, in order.
+    let csv = write(
+        dir.path(),
+        "e.csv",
+        &format!("{HEADER}a,2024-01-01 00:00:00,1,,,,,,\nb,2024-01-01 00:00:00,x,,,,,,\nc,2024-01-02 00:00:00,3,,,,,,\n"),
+    );
+    let (batches, rejects) = keep(DataFormat::Csv, csv);
+    let ids: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ids, ["a", "c"]);
+    assert_eq!(rejects.len(), 1);
+    assert_eq!((rejects[0].line, rejects[0].column.as_str()), (3, "n"));
+    assert!(
+        rejects[0].reason.contains("is not an int"),
+        "{:?}",
+        rejects[0]
+    );
+    assert_eq!(rejects[0].row, "b,2024-01-01 00:00:00,x,,,,,,");
+
+    // JSON lines: not JSON, and a missing required value.
+    let jsonl = write(
+        dir.path(),
+        "e.jsonl",
+        "{\"id\": \"a\", \"ts\": \"2024-01-01 00:00:00\"}\n{oops\n{\"ts\": \"2024-01-01 00:00:00\"}\n",
+    );
+    let (batches, rejects) = keep(DataFormat::Jsonl, jsonl);
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    let places: Vec<(u64, &str)> = rejects
+        .iter()
+        .map(|r| (r.line, r.column.as_str()))
+        .collect();
+    assert_eq!(places, [(2, "(row)"), (3, "id")]);
+    assert_eq!(rejects[0].row, "{oops");
+}
