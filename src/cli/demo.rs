@@ -16,6 +16,8 @@ use super::{Failure, Outcome};
 pub struct Options {
     pub demo: DemoOptions,
     pub run: super::run::Identity,
+    /// After the run: record the definitions in the registry and serve it here.
+    pub serve: Option<String>,
 }
 
 pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Outcome {
@@ -59,6 +61,23 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
     };
     super::run::run(dir, &run_options, out, err)?;
 
+    if let Some(addr) = &options.serve {
+        // The registry's first snapshot (definitions and their versions), then the server.
+        let apply = super::registry::ApplyOptions {
+            message: Some("the demo project"),
+            author: Some("cdp demo"),
+            yes: true,
+        };
+        let mut quiet = Vec::new();
+        super::registry::apply(dir, &apply, &mut quiet, err)?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "The demo ran in {:.1?}. Serving its registry (Ctrl-C stops):",
+            started.elapsed()
+        )?;
+        return super::serve::serve(dir, addr, out);
+    }
     let d = dir.display();
     let email = first_email(dir).unwrap_or_else(|| "someone@example.com".into());
     writeln!(out)?;

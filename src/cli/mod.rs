@@ -124,6 +124,12 @@ enum Command {
         events: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Then record the definitions in the registry and serve it (pages and API).
+        #[arg(long)]
+        serve: bool,
+        /// Where `--serve` listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
     },
     /// Serve the registry: web pages and the JSON API (with online features) of a project.
     Serve {
@@ -324,6 +330,8 @@ pub fn run(
             profiles,
             events,
             seed,
+            serve,
+            addr,
         } => {
             let options = demo::Options {
                 demo: crate::demo::DemoOptions {
@@ -332,6 +340,7 @@ pub fn run(
                     seed,
                 },
                 run: run::Identity::Native,
+                serve: serve.then_some(addr),
             };
             demo::run(&dir, &options, out, err)
         }
