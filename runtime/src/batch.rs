@@ -21,18 +21,20 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::load::{read_source, read_source_with, BadRows, Reject, SourceFiles};
-
-/// What loading one source did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Loaded {
-    pub source: String,
-    pub table: String,
-    pub rows: usize,
-    /// Rows that did not fit the declared columns, kept aside.
-    pub rejects: Vec<Reject>,
-}
 use crate::program::{Program, Statement, Step};
 use crate::schema::source_schema;
+
+/// What loading one source did: the rows registered, and the rows kept aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReport {
+    pub source: String,
+    pub table: String,
+    /// Rows registered as the source's table.
+    pub rows: usize,
+    /// Rows that did not fit the source's declared columns, in file order (none when bad rows
+    /// refuse the source).
+    pub rejects: Vec<Reject>,
+}
 
 /// A table read back from the engine.
 #[derive(Debug, Clone)]
@@ -110,7 +112,8 @@ impl BatchEngine {
     }
 
     /// Loads every source of `project` from the files `config` binds it to, relative to the
-    /// project directory `root`. Returns the rows loaded per source table.
+    /// project directory `root`; any bad row refuses its source. Returns the rows loaded per
+    /// source table.
     pub fn register_project_sources(
         &self,
         root: &Path,
@@ -124,15 +127,15 @@ impl BatchEngine {
             .collect())
     }
 
-    /// [`register_project_sources`](Self::register_project_sources), handling bad rows as
-    /// `mode` says; returns what each source loaded and kept aside.
+    /// [`register_project_sources`](Self::register_project_sources), bad rows handled as `mode`
+    /// says; returns what each source loaded and kept aside, in project order.
     pub fn register_project_sources_with(
         &self,
         root: &Path,
         project: &ir::Project,
         config: &ProjectConfig,
         mode: BadRows,
-    ) -> Result<Vec<Loaded>> {
+    ) -> Result<Vec<LoadReport>> {
         let mut loaded = Vec::new();
         for source in &project.sources {
             let binding = config.sources.get(&source.meta.name).ok_or_else(|| {
@@ -143,14 +146,14 @@ impl BatchEngine {
             })?;
             let files = SourceFiles::from_binding(root, &source.meta.name, binding)?;
             let schema = source_schema(source)?;
-            let (batches, rejects) = read_source_with(source, &files, mode)?;
-            let rows = batches.iter().map(RecordBatch::num_rows).sum();
-            self.register_batches(&source.table, schema, batches)?;
-            loaded.push(Loaded {
+            let read = read_source_with(source, &files, mode)?;
+            let rows = read.rows();
+            self.register_batches(&source.table, schema, read.batches)?;
+            loaded.push(LoadReport {
                 source: source.meta.name.clone(),
                 table: source.table.clone(),
                 rows,
-                rejects,
+                rejects: read.rejects,
             });
         }
         Ok(loaded)

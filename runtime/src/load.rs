@@ -1,10 +1,13 @@
 //! Reading a source's data files (CSV, JSON-lines, Parquet) into Arrow record batches of exactly
 //! the source's declared schema.
 //!
-//! Every value is parsed strictly against its column's type. A file with rows that do not fit —
-//! a value of the wrong type, a null in a non-null column, a missing field — is refused as a whole
-//! with the file, the line and the column of the first bad rows and the number of bad rows:
-//! nothing is dropped or turned into a null on the way.
+//! Every value is parsed strictly against its column's type, and every value of a row is checked
+//! before any is added. A row that does not fit — a field too many or too few, a value of the
+//! wrong type, an empty value in a non-nullable column, a line that is not a JSON object, a
+//! Parquet value that does not convert — is never dropped silently nor turned into a null: as
+//! [`BadRows`] says, either it is kept aside as a [`Reject`] (its file, line, column, reason and
+//! text) while the good rows load, or it refuses the whole source. A file that cannot be read at
+//! all (missing, not the format, without a declared column) is an error either way.
 //!
 //! Text formats (CSV fields, JSON strings) follow the data conventions of the language: an empty
 //! CSV field is null; timestamps `2024-11-03 14:22:05[.ffffff]` (or a bare date, meaning
@@ -14,7 +17,8 @@
 //! duration or an integer of milliseconds.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,14 +29,14 @@ use cdp_compiler::types::Type;
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
-    ListArray, StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Builder, Decimal128Builder,
+    Float64Builder, Int64Builder, ListArray, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
-use datafusion::arrow::compute::{can_cast_types, cast_with_options, CastOptions};
+use datafusion::arrow::compute::{can_cast_types, cast_with_options, filter, CastOptions};
 use datafusion::arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::FormatOptions;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value as Json;
 
@@ -44,6 +48,9 @@ pub const BATCH_ROWS: usize = 8192;
 
 /// How many bad rows a refusal shows.
 const MAX_EXAMPLES: usize = 10;
+
+/// How much of a rejected row's text is kept.
+const MAX_ROW_BYTES: usize = 4096;
 
 /// The files holding one source's rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,19 +113,57 @@ impl SourceFiles {
     }
 }
 
+/// What becomes of rows that do not fit their source's declared columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRows {
+    /// Good rows load; each bad row is returned as a [`Reject`].
+    KeepAside,
+    /// Any bad row refuses the whole source ([`Error::BadRows`], with examples): for inputs that
+    /// have nowhere to report rejects.
+    Refuse,
+}
+
+/// A row that did not fit its source's declared columns, kept aside.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reject {
+    pub file: String,
+    /// The 1-based text line the row starts on, counting the header (CSV, JSON lines): the line
+    /// an editor shows; the 1-based row number (Parquet).
+    pub line: u64,
+    /// The column whose value is wrong; `None` when the row itself is (its number of fields, not
+    /// JSON, not UTF-8).
+    pub column: Option<String>,
+    /// What is wrong, quoting the value: `"yesterday" is not a timestamp (like …)`.
+    pub reason: String,
+    /// The row as the file holds it (CSV, JSON lines), or as a JSON object (Parquet); cut to
+    /// 4 KiB.
+    pub row: String,
+}
+
+/// One source's rows: those that fit, as batches of the declared schema, and those kept aside,
+/// both in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub batches: Vec<RecordBatch>,
+    pub rejects: Vec<Reject>,
+}
+
+impl Loaded {
+    /// The number of rows that loaded.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
 /// Reads every file of a source into batches of the source's schema, files in parallel; any bad
 /// row refuses the source.
 pub fn read_source(source: &ir::Source, files: &SourceFiles) -> Result<Vec<RecordBatch>> {
-    Ok(read_source_with(source, files, BadRows::Refuse)?.0)
+    Ok(read_source_with(source, files, BadRows::Refuse)?.batches)
 }
 
-/// Reads every file of a source, files in parallel, handling bad rows as `mode` says; returns
-/// the batches and the rows kept aside (in file order).
-pub fn read_source_with(
-    source: &ir::Source,
-    files: &SourceFiles,
-    mode: BadRows,
-) -> Result<(Vec<RecordBatch>, Vec<Reject>)> {
+/// Reads every file of a source into batches of the source's schema, files in parallel, bad rows
+/// handled as `mode` says.
+pub fn read_source_with(source: &ir::Source, files: &SourceFiles, mode: BadRows) -> Result<Loaded> {
     let schema = source_schema(source)?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -126,7 +171,7 @@ pub fn read_source_with(
         .min(files.paths.len())
         .max(1);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<Read>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<Loaded>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -134,7 +179,7 @@ pub fn read_source_with(
                 let Some(path) = files.paths.get(i) else {
                     break;
                 };
-                let r = read_file_with(source, &schema, files.format, path, mode);
+                let r = read_file(source, &schema, files.format, path, mode);
                 if let Ok(mut all) = results.lock() {
                     all.push((i, r));
                 }
@@ -148,34 +193,22 @@ pub fn read_source_with(
         return Err(Error::Internal("a file reader thread panicked".into()));
     }
     results.sort_by_key(|(i, _)| *i);
-    let mut batches = Vec::new();
-    let mut rejects = Vec::new();
+    let mut loaded = Loaded::default();
     for (_, r) in results {
-        let (b, k) = r?;
-        batches.extend(b);
-        rejects.extend(k);
+        let file = r?;
+        loaded.batches.extend(file.batches);
+        loaded.rejects.extend(file.rejects);
     }
-    Ok((batches, rejects))
+    Ok(loaded)
 }
 
-/// Reads one file of a source; any bad row refuses it.
-pub fn read_file(
-    source: &ir::Source,
-    schema: &SchemaRef,
-    format: DataFormat,
-    path: &Path,
-) -> Result<Vec<RecordBatch>> {
-    Ok(read_file_with(source, schema, format, path, BadRows::Refuse)?.0)
-}
-
-/// Reads one file of a source, handling bad rows as `mode` says.
-pub fn read_file_with(
+fn read_file(
     source: &ir::Source,
     schema: &SchemaRef,
     format: DataFormat,
     path: &Path,
     mode: BadRows,
-) -> Result<Read> {
+) -> Result<Loaded> {
     match format {
         DataFormat::Csv => read_csv(source, schema, path, mode),
         DataFormat::Jsonl => read_jsonl(source, schema, path, mode),
@@ -190,104 +223,178 @@ fn file_error(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// A row that did not fit its source's declared columns and was kept aside.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Reject {
-    pub file: String,
-    /// The text line (CSV, JSON lines: counting the header), or the row number (Parquet).
-    pub line: u64,
-    /// The column whose value is wrong, or `(row)` when the row itself is.
-    pub column: String,
-    pub reason: String,
-    /// The row as the file holds it (CSV, JSON lines; at most 4 KiB), or the bad value.
-    pub row: String,
+/// What the reason of a bad row quotes.
+enum Found<'a> {
+    /// A text value (a CSV field, a JSON string's contents): quoted.
+    Text(&'a str),
+    /// A value as it is written (JSON, a Parquet value).
+    Shown(String),
+    /// Nothing: the value is empty or missing, or the row itself is wrong.
+    Nothing,
 }
 
-/// How bad rows are handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadRows {
-    /// Any bad row refuses the whole source ([`Error::BadRows`], with examples).
-    Refuse,
-    /// Good rows load; bad rows are returned as [`Reject`]s.
-    KeepAside,
+/// Where the text of a bad row is.
+enum RowText<'a> {
+    /// The row's own text (a JSON line; a Parquet row as JSON).
+    Text(&'a str),
+    /// The bytes of a CSV record in its file (read when the file is done), and its fields.
+    Csv {
+        bytes: Range<u64>,
+        fields: &'a csv::StringRecord,
+    },
+    /// The bytes of a CSV record that is not UTF-8 (it has no fields to show).
+    Bytes(Range<u64>),
 }
 
-/// Collects the bad rows of one file while it is read.
-struct Rejects {
-    examples: Vec<BadValue>,
-    count: u64,
+/// The bad rows of one file, collected while it is read.
+struct BadRowLog {
     mode: BadRows,
-    path: String,
+    file: String,
+    count: u64,
+    /// [`BadRows::Refuse`]: the first few, for the error.
+    examples: Vec<BadValue>,
+    /// [`BadRows::KeepAside`]: every one.
     kept: Vec<Reject>,
+    /// CSV: where the text of each kept row is (its index in `kept`, its bytes in the file).
+    csv_rows: Vec<(usize, Range<u64>)>,
 }
 
-impl Rejects {
-    fn new(mode: BadRows, path: &Path) -> Rejects {
-        Rejects {
-            examples: Vec::new(),
-            count: 0,
+impl BadRowLog {
+    fn new(mode: BadRows, path: &Path) -> BadRowLog {
+        BadRowLog {
             mode,
-            path: path.display().to_string(),
+            file: path.display().to_string(),
+            count: 0,
+            examples: Vec::new(),
             kept: Vec::new(),
+            csv_rows: Vec::new(),
         }
     }
 
     /// Whether good rows are still loaded: always when bad rows are kept aside; until the first
-    /// bad row when they refuse the source (it will not load).
+    /// bad row when they refuse the source (it will not load, its rows are only counted).
     fn loading(&self) -> bool {
         self.mode == BadRows::KeepAside || self.count == 0
     }
 
-    fn reject_row(&mut self, line: u64, column: &str, value: &str, problem: String, row: &str) {
-        if self.mode == BadRows::KeepAside {
-            let mut row = row.to_string();
-            if row.len() > 4096 {
-                let mut cut = 4096;
-                while !row.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                row.truncate(cut);
-            }
-            self.kept.push(Reject {
-                file: self.path.clone(),
-                line,
-                column: column.to_string(),
-                reason: problem.clone(),
-                row,
-            });
-        }
-        self.reject(line, column, value, problem);
+    fn keeping(&self) -> bool {
+        self.mode == BadRows::KeepAside
     }
 
-    fn reject(&mut self, line: u64, column: &str, value: &str, problem: String) {
+    fn add(
+        &mut self,
+        line: u64,
+        column: Option<&str>,
+        found: Found,
+        problem: String,
+        row: RowText,
+    ) {
         self.count += 1;
-        if self.examples.len() < MAX_EXAMPLES {
-            self.examples.push(BadValue {
-                line,
-                column: column.to_string(),
-                value: one_line(value, 80),
-                problem,
-            });
+        match self.mode {
+            BadRows::KeepAside => {
+                let reason = match found {
+                    Found::Text(t) => format!("{:?} {problem}", one_line(t, 80)),
+                    Found::Shown(s) => format!("{} {problem}", one_line(&s, 80)),
+                    Found::Nothing => problem,
+                };
+                let text = match row {
+                    RowText::Text(t) => cut(t.to_string()),
+                    RowText::Csv { bytes, .. } | RowText::Bytes(bytes) => {
+                        self.csv_rows.push((self.kept.len(), bytes));
+                        String::new()
+                    }
+                };
+                self.kept.push(Reject {
+                    file: self.file.clone(),
+                    line,
+                    column: column.map(str::to_string),
+                    reason,
+                    row: text,
+                });
+            }
+            BadRows::Refuse if self.examples.len() < MAX_EXAMPLES => {
+                let value = match (found, row) {
+                    (Found::Text(t), _) | (Found::Nothing, RowText::Text(t)) => t.to_string(),
+                    (Found::Shown(s), _) => s,
+                    (Found::Nothing, RowText::Csv { fields, .. }) => {
+                        fields.iter().collect::<Vec<_>>().join(",")
+                    }
+                    (Found::Nothing, RowText::Bytes(_)) => String::new(),
+                };
+                self.examples.push(BadValue {
+                    line,
+                    column: column.unwrap_or("(row)").to_string(),
+                    value: one_line(&value, 80),
+                    problem,
+                });
+            }
+            BadRows::Refuse => {}
         }
     }
 
-    fn into_result(
-        self,
+    /// The rows kept aside, or the refusal of the file.
+    fn finish(
+        mut self,
         source: &ir::Source,
         path: &Path,
         rows_not_lines: bool,
-    ) -> Result<Vec<Reject>, Error> {
-        if self.count == 0 || self.mode == BadRows::KeepAside {
-            return Ok(self.kept);
+    ) -> Result<Vec<Reject>> {
+        if self.mode == BadRows::Refuse && self.count > 0 {
+            return Err(Error::BadRows {
+                source: source.meta.name.clone(),
+                path: path.to_path_buf(),
+                examples: self.examples,
+                count: self.count,
+                rows_not_lines,
+            });
         }
-        Err(Error::BadRows {
-            source: source.meta.name.clone(),
-            path: path.to_path_buf(),
-            examples: self.examples,
-            count: self.count,
-            rows_not_lines,
-        })
+        if !self.csv_rows.is_empty() {
+            self.read_csv_rows(path)?;
+        }
+        Ok(self.kept)
     }
+
+    /// Reads the text of the CSV records kept aside back from their file, exactly as written.
+    fn read_csv_rows(&mut self, path: &Path) -> Result<()> {
+        let cannot =
+            |e: std::io::Error| file_error(path, format!("cannot read rejected rows back: {e}"));
+        let mut file = File::open(path).map_err(cannot)?;
+        for (i, bytes) in std::mem::take(&mut self.csv_rows) {
+            let len = (bytes.end - bytes.start).min(MAX_ROW_BYTES as u64 + 2) as usize;
+            let mut text = vec![0; len];
+            file.seek(SeekFrom::Start(bytes.start)).map_err(cannot)?;
+            file.read_exact(&mut text).map_err(cannot)?;
+            // A record's position is where the reader stood before it, so blank lines the reader
+            // skipped come first: they are not the row, and the row starts after them.
+            let blank = text
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            let reject = &mut self.kept[i];
+            reject.line += text[..blank].iter().filter(|&&b| b == b'\n').count() as u64;
+            let text = &text[blank..];
+            let end = text.len()
+                - text
+                    .iter()
+                    .rev()
+                    .take_while(|b| matches!(b, b'\r' | b'\n'))
+                    .count();
+            reject.row = cut(String::from_utf8_lossy(&text[..end]).into_owned());
+        }
+        Ok(())
+    }
+}
+
+/// `text` cut to [`MAX_ROW_BYTES`] at a character boundary.
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_ROW_BYTES {
+        let mut at = MAX_ROW_BYTES;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    text
 }
 
 /// Builds the columns of one source from parsed rows, `BATCH_ROWS` at a time.
@@ -340,9 +447,7 @@ impl BatchBuilder {
 
 // ------------------------------------------------------------------------------ CSV
 
-type Read = (Vec<RecordBatch>, Vec<Reject>);
-
-fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRows) -> Result<Read> {
+fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRows) -> Result<Loaded> {
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -382,37 +487,46 @@ fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRows)
     }
     let width = names.len();
     let mut out = BatchBuilder::new(source, schema);
-    let mut rejects = Rejects::new(mode, path);
+    let mut log = BadRowLog::new(mode, path);
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                let message = match e.kind() {
-                    csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8".to_string(),
-                    _ => e.to_string(),
-                };
-                return Err(file_error(path, format!("line {line}: {message}")));
-            }
+            Err(e) => match e.kind() {
+                csv::ErrorKind::Utf8 {
+                    pos: Some(pos),
+                    err,
+                } => {
+                    let column = names.get(err.field()).copied();
+                    let bytes = pos.byte()..reader.position().byte();
+                    log.add(
+                        pos.line(),
+                        column,
+                        Found::Nothing,
+                        "is not valid UTF-8".into(),
+                        RowText::Bytes(bytes),
+                    );
+                    continue;
+                }
+                _ => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    return Err(file_error(path, format!("line {line}: {e}")));
+                }
+            },
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let raw = || {
-            let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
-            let _ = w.write_record(&record);
-            String::from_utf8_lossy(&w.into_inner().unwrap_or_default())
-                .trim_end()
-                .to_string()
+        let (line, start) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        let row = RowText::Csv {
+            bytes: start..reader.position().byte(),
+            fields: &record,
         };
         if record.len() != width {
-            let row = raw();
-            rejects.reject_row(
+            log.add(
                 line,
-                "(row)",
-                record.as_slice(),
-                format!("has {} fields, the header has {width}", record.len()),
-                &row,
+                None,
+                Found::Nothing,
+                format!("has {} fields, but the header has {width}", record.len()),
+                row,
             );
             continue;
         }
@@ -437,11 +551,11 @@ fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRows)
                     .map(|p| (column, pos, p))
             });
         if let Some((column, pos, problem)) = problem {
-            let row = raw();
-            rejects.reject_row(line, &column.name, &record[pos], problem, &row);
+            let found = cell(pos).map_or(Found::Nothing, Found::Text);
+            log.add(line, Some(&column.name), found, problem, row);
             continue;
         }
-        if rejects.loading() {
+        if log.loading() {
             for (builder, &pos) in out.columns.iter_mut().zip(&positions) {
                 builder
                     .push_text(cell(pos), true)
@@ -450,42 +564,79 @@ fn read_csv(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRows)
             out.row_done()?;
         }
     }
-    let kept = rejects.into_result(source, path, false)?;
-    Ok((out.finish()?, kept))
+    let rejects = log.finish(source, path, false)?;
+    Ok(Loaded {
+        batches: out.finish()?,
+        rejects,
+    })
 }
 
 // ------------------------------------------------------------------------------ JSON-lines
 
-fn read_jsonl(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRows) -> Result<Read> {
+fn read_jsonl(
+    source: &ir::Source,
+    schema: &SchemaRef,
+    path: &Path,
+    mode: BadRows,
+) -> Result<Loaded> {
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
-    let reader = BufReader::with_capacity(1 << 20, file);
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut out = BatchBuilder::new(source, schema);
-    let mut rejects = Rejects::new(mode, path);
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i as u64 + 1;
-        let text =
-            line.map_err(|e| file_error(path, format!("line {line_no}: cannot read: {e}")))?;
+    let mut log = BadRowLog::new(mode, path);
+    let mut bytes = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        bytes.clear();
+        let read = reader
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| file_error(path, format!("line {}: cannot read: {e}", line_no + 1)))?;
+        if read == 0 {
+            break;
+        }
+        line_no += 1;
+        while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(_) => {
+                let lossy = String::from_utf8_lossy(&bytes);
+                log.add(
+                    line_no,
+                    None,
+                    Found::Nothing,
+                    "is not valid UTF-8".into(),
+                    RowText::Text(&lossy),
+                );
+                continue;
+            }
+        };
         if text.trim().is_empty() {
             continue;
         }
-        let object = match serde_json::from_str::<Json>(&text) {
+        let object = match serde_json::from_str::<Json>(text) {
             Ok(Json::Object(map)) => map,
             Ok(_) => {
-                rejects.reject_row(
+                log.add(
                     line_no,
-                    "(row)",
-                    &text,
+                    None,
+                    Found::Nothing,
                     "is not a JSON object".into(),
-                    &text,
+                    RowText::Text(text),
                 );
                 continue;
             }
             Err(e) => {
-                rejects.reject_row(line_no, "(row)", &text, format!("is not JSON: {e}"), &text);
+                log.add(
+                    line_no,
+                    None,
+                    Found::Nothing,
+                    not_json_problem(&e),
+                    RowText::Text(text),
+                );
                 continue;
             }
         };
-        let value = |name: &str| object.get(name).unwrap_or(&Json::Null);
         // Every value is checked before any is added, so a bad row adds nothing.
         let problem =
             source
@@ -493,27 +644,56 @@ fn read_jsonl(source: &ir::Source, schema: &SchemaRef, path: &Path, mode: BadRow
                 .iter()
                 .zip(out.columns.iter_mut())
                 .find_map(|(column, builder)| {
-                    builder
-                        .push_json(value(&column.name), false)
-                        .err()
-                        .map(|p| (column, p))
+                    let problem = match object.get(&column.name) {
+                        None if !builder.nullable() => {
+                            Some(not_nullable_problem("missing", &builder.type_name()))
+                        }
+                        Some(Json::Null) if !builder.nullable() => {
+                            Some(not_nullable_problem("null", &builder.type_name()))
+                        }
+                        None => None,
+                        Some(value) => builder.push_json(value, false).err(),
+                    };
+                    problem.map(|p| (column, p))
                 });
         if let Some((column, problem)) = problem {
-            let shown = value(&column.name).to_string();
-            rejects.reject_row(line_no, &column.name, &shown, problem, &text);
+            let found = match object.get(&column.name) {
+                None | Some(Json::Null) => Found::Nothing,
+                Some(value) => Found::Shown(value.to_string()),
+            };
+            log.add(
+                line_no,
+                Some(&column.name),
+                found,
+                problem,
+                RowText::Text(text),
+            );
             continue;
         }
-        if rejects.loading() {
+        if log.loading() {
             for (column, builder) in source.columns.iter().zip(out.columns.iter_mut()) {
                 builder
-                    .push_json(value(&column.name), true)
+                    .push_json(object.get(&column.name).unwrap_or(&Json::Null), true)
                     .map_err(|e| Error::Internal(format!("a checked value failed: {e}")))?;
             }
             out.row_done()?;
         }
     }
-    let kept = rejects.into_result(source, path, false)?;
-    Ok((out.finish()?, kept))
+    let rejects = log.finish(source, path, false)?;
+    Ok(Loaded {
+        batches: out.finish()?,
+        rejects,
+    })
+}
+
+/// serde_json's message without its position (`at line 1 column 12`: always line 1 of a line).
+fn not_json_problem(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match message.strip_suffix(&position) {
+        Some(what) => format!("is not JSON: {what} (at column {})", e.column()),
+        None => format!("is not JSON: {message}"),
+    }
 }
 
 // ------------------------------------------------------------------------------ Parquet
@@ -523,21 +703,23 @@ fn read_parquet(
     schema: &SchemaRef,
     path: &Path,
     mode: BadRows,
-) -> Result<Read> {
+) -> Result<Loaded> {
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| file_error(path, format!("not a readable Parquet file: {e}")))?
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| file_error(path, format!("not a readable Parquet file: {e}")))?;
-    let mut rejects = Rejects::new(mode, path);
+    let mut log = BadRowLog::new(mode, path);
     let mut out = Vec::new();
     let mut rows_before = 0u64;
     for batch in reader {
         let batch = batch
             .map_err(|e| file_error(path, format!("after row {rows_before}: cannot read: {e}")))?;
         let mut arrays = Vec::with_capacity(source.columns.len());
-        let mut bad = vec![false; batch.num_rows()];
+        // The first problem of each bad row: (row in the batch, column, found, problem).
+        let mut bad: Vec<Option<(&str, Found, String)>> =
+            (0..batch.num_rows()).map(|_| None).collect();
         for (column, field) in source.columns.iter().zip(schema.fields()) {
             let Some(array) = batch.column_by_name(&column.name) else {
                 return Err(file_error(
@@ -556,77 +738,162 @@ fn read_parquet(
                     ),
                 ));
             };
-            let array = if column.ty == Type::Duration {
-                duration_ms(array)
-                    .map_err(|e| file_error(path, format!("column `{}`: {e}", column.name)))?
-            } else if array.data_type() == field.data_type() {
-                array.clone()
-            } else if can_cast_types(array.data_type(), field.data_type()) {
-                let strict = CastOptions {
-                    safe: false,
-                    format_options: FormatOptions::default(),
-                };
-                cast_with_options(array, field.data_type(), &strict).map_err(|e| {
-                    file_error(
-                        path,
-                        format!(
-                            "column `{}` ({}) does not convert to {} (declared {}): {e}",
-                            column.name,
-                            array.data_type(),
-                            field.data_type(),
-                            column.ty
-                        ),
-                    )
-                })?
-            } else {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "column `{}` holds {}, which cannot be read as the declared {}",
-                        column.name,
-                        array.data_type(),
-                        column.ty
-                    ),
-                ));
-            };
-            if !column.nullable && array.null_count() > 0 {
+            let (converted, problems) = convert(array, &column.ty, field.data_type())
+                .map_err(|e| file_error(path, format!("column `{}` {e}", column.name)))?;
+            for (i, problem) in problems {
+                if bad[i].is_none() {
+                    bad[i] = Some((&column.name, shown(array, i), problem));
+                }
+            }
+            if !column.nullable && converted.null_count() > 0 {
                 for i in (0..array.len()).filter(|&i| array.is_null(i)) {
-                    if !bad[i] {
-                        bad[i] = true;
-                        rejects.reject_row(
-                            rows_before + i as u64 + 1,
-                            &column.name,
-                            "null",
-                            not_nullable_problem(&column.ty),
-                            "null",
-                        );
+                    if bad[i].is_none() {
+                        let problem = not_nullable_problem("null", &column.ty.to_string());
+                        bad[i] = Some((&column.name, Found::Nothing, problem));
                     }
                 }
             }
-            arrays.push(array);
+            arrays.push(converted);
+        }
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for (i, problem) in bad.into_iter().enumerate() {
+            keep.push(problem.is_none());
+            if let Some((column, found, problem)) = problem {
+                let row = if log.keeping() {
+                    parquet_row(&batch, i)
+                } else {
+                    String::new()
+                };
+                let line = rows_before + i as u64 + 1;
+                log.add(line, Some(column), found, problem, RowText::Text(&row));
+            }
         }
         rows_before += batch.num_rows() as u64;
-        if rejects.loading() {
-            let whole = RecordBatch::try_new(schema.clone(), arrays)
-                .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
-            out.push(if bad.contains(&true) {
-                let keep: datafusion::arrow::array::BooleanArray =
-                    bad.iter().map(|b| Some(!b)).collect();
-                datafusion::arrow::compute::filter_record_batch(&whole, &keep)
-                    .map_err(|e| Error::Internal(format!("leaving bad rows out: {e}")))?
-            } else {
-                whole
-            });
+        if log.loading() {
+            // Bad rows leave before the batch is built: they may hold nulls it does not allow.
+            if keep.contains(&false) {
+                let keep = BooleanArray::from(keep);
+                arrays = arrays
+                    .iter()
+                    .map(|a| filter(a, &keep))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Error::Internal(format!("leaving bad rows out: {e}")))?;
+            }
+            out.push(
+                RecordBatch::try_new(schema.clone(), arrays)
+                    .map_err(|e| Error::Internal(format!("building a batch: {e}")))?,
+            );
         }
     }
-    let kept = rejects.into_result(source, path, true)?;
-    Ok((out, kept))
+    let rejects = log.finish(source, path, true)?;
+    Ok(Loaded {
+        batches: out,
+        rejects,
+    })
+}
+
+/// A Parquet column in its declared type, and the rows whose value did not convert (nulls in the
+/// column) with why.
+type Converted = (ArrayRef, Vec<(usize, String)>);
+
+/// A Parquet column converted to its declared type; `Err` when the column as a whole cannot be
+/// read as declared.
+fn convert(array: &ArrayRef, ty: &Type, to: &DataType) -> Result<Converted, String> {
+    if *ty == Type::Duration {
+        return duration_ms(array);
+    }
+    if array.data_type() == to {
+        return Ok((array.clone(), Vec::new()));
+    }
+    if !can_cast_types(array.data_type(), to) {
+        return Err(format!(
+            "holds {}, which cannot be read as the declared {ty}",
+            array.data_type()
+        ));
+    }
+    let strict = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    match cast_with_options(array, to, &strict) {
+        Ok(converted) => Ok((converted, Vec::new())),
+        Err(e) => {
+            // Some values do not convert: they become nulls in a lenient cast, and are named.
+            let lenient = CastOptions {
+                safe: true,
+                format_options: FormatOptions::default(),
+            };
+            let converted = cast_with_options(array, to, &lenient).map_err(|_| {
+                format!(
+                    "({}) does not convert to {to} (declared {ty}): {e}",
+                    array.data_type()
+                )
+            })?;
+            let problem = format!(
+                "does not convert from {} to the declared {ty}",
+                array.data_type()
+            );
+            let bad: Vec<(usize, String)> = (0..array.len())
+                .filter(|&i| array.is_valid(i) && converted.is_null(i))
+                .map(|i| (i, problem.clone()))
+                .collect();
+            if bad.is_empty() {
+                return Err(format!(
+                    "({}) does not convert to {to} (declared {ty}): {e}",
+                    array.data_type()
+                ));
+            }
+            Ok((converted, bad))
+        }
+    }
+}
+
+/// A Parquet value as a reason quotes it: strings quoted, other values as Arrow prints them.
+fn shown(array: &ArrayRef, i: usize) -> Found<'static> {
+    let options = FormatOptions::default();
+    let text = ArrayFormatter::try_new(array.as_ref(), &options)
+        .map(|f| f.value(i).to_string())
+        .unwrap_or_default();
+    match array.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            Found::Shown(format!("{:?}", one_line(&text, 80)))
+        }
+        _ => Found::Shown(text),
+    }
+}
+
+/// One row of a Parquet batch, every column of the file, as a JSON object (values of types JSON
+/// has no writer for as Arrow prints them).
+fn parquet_row(batch: &RecordBatch, i: usize) -> String {
+    let row = batch.slice(i, 1);
+    let mut writer = datafusion::arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, datafusion::arrow::json::writer::LineDelimited>(Vec::new());
+    if writer.write(&row).and_then(|()| writer.finish()).is_ok() {
+        return String::from_utf8_lossy(&writer.into_inner())
+            .trim_end()
+            .to_string();
+    }
+    let options = FormatOptions::default();
+    let object: serde_json::Map<String, Json> = row
+        .schema()
+        .fields()
+        .iter()
+        .zip(row.columns())
+        .map(|(field, array)| {
+            let value = ArrayFormatter::try_new(array.as_ref(), &options)
+                .map_or(Json::Null, |f| Json::String(f.value(0).to_string()));
+            (field.name().clone(), value)
+        })
+        .collect();
+    Json::Object(object).to_string()
 }
 
 /// A Parquet duration column (an Arrow duration, or integers already in milliseconds) as
-/// milliseconds; refuses sub-millisecond values rather than cutting them.
-fn duration_ms(array: &ArrayRef) -> Result<ArrayRef, String> {
-    use datafusion::arrow::array::{Array, AsArray, Int64Array};
+/// milliseconds, with the rows whose value is not a whole number of milliseconds or out of range
+/// (null in the result) rather than cut.
+fn duration_ms(array: &ArrayRef) -> Result<Converted, String> {
+    use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::{Int64Type, TimeUnit};
     let per_ms: i64 = match array.data_type() {
         DataType::Duration(TimeUnit::Second) => -1000,
@@ -640,6 +907,7 @@ fn duration_ms(array: &ArrayRef) -> Result<ArrayRef, String> {
         datafusion::arrow::compute::cast(array, &DataType::Int64).map_err(|e| e.to_string())?;
     let raw = raw.as_primitive::<Int64Type>();
     let mut out = Vec::with_capacity(raw.len());
+    let mut bad = Vec::new();
     for i in 0..raw.len() {
         if raw.is_null(i) {
             out.push(None);
@@ -647,24 +915,26 @@ fn duration_ms(array: &ArrayRef) -> Result<ArrayRef, String> {
         }
         let v = raw.value(i);
         let ms = if per_ms < 0 {
-            v.checked_mul(-per_ms)
+            v.checked_mul(-per_ms).ok_or("is out of the duration range")
         } else if v % per_ms == 0 {
-            Some(v / per_ms)
+            Ok(v / per_ms)
         } else {
-            return Err(format!(
-                "row {}: {v} is not a whole number of milliseconds",
-                i + 1
-            ));
+            Err("is not a whole number of milliseconds")
         };
-        out.push(Some(
-            ms.ok_or_else(|| format!("row {}: {v} is out of range", i + 1))?,
-        ));
+        match ms {
+            Ok(ms) => out.push(Some(ms)),
+            Err(problem) => {
+                out.push(None);
+                bad.push((i, problem.to_string()));
+            }
+        }
     }
-    Ok(Arc::new(Int64Array::from(out)))
+    Ok((Arc::new(Int64Array::from(out)), bad))
 }
 
-fn not_nullable_problem(ty: &Type) -> String {
-    format!("is null, but the column is not nullable (declare it `{ty}?` if nulls are expected)")
+/// Why a missing value (`what`: empty, missing, null) does not fit a column of type `ty`.
+fn not_nullable_problem(what: &str, ty: &str) -> String {
+    format!("is {what}, but the column is not nullable (declare it `{ty}?` if nulls are expected)")
 }
 
 // ------------------------------------------------------------------------------ values
@@ -771,10 +1041,7 @@ impl ColumnBuilder {
 
     fn push_null(&mut self, append: bool) -> Result<(), String> {
         if !self.nullable() {
-            return Err(format!(
-                "is empty, but the column is not nullable (declare it `{}?` if nulls are expected)",
-                self.type_name()
-            ));
+            return Err(not_nullable_problem("empty", &self.type_name()));
         }
         if append {
             match self {
@@ -880,7 +1147,12 @@ impl ColumnBuilder {
     /// Takes a JSON value (a JSON-lines field, or a list element) as this column's type.
     fn push_json(&mut self, value: &Json, append: bool) -> Result<(), String> {
         let type_name = self.type_name();
-        let wrong = || format!("is not a {type_name}");
+        let article = if type_name.starts_with('i') {
+            "an"
+        } else {
+            "a"
+        };
+        let wrong = || format!("is not {article} {type_name}");
         match (self, value) {
             (this, Json::Null) => this.push_null(append),
             (

@@ -6,6 +6,9 @@
 //! <storage>/runs/<run>.json        the manifest: what the run wrote, its steps and counts
 //! <storage>/LATEST                 the last committed run
 //! <storage>/staging/<run>/…        a run's files until it commits
+//! <storage>/rejects/<run>/<source>.jsonl
+//!                                  the rows of a source the run kept aside, one JSON object
+//!                                  each: file, line, column, reason, row
 //! ```
 //!
 //! A run writes into `staging/`, then moves its files into `offline/`, then writes its manifest,
@@ -375,5 +378,36 @@ mod tests {
         assert!(!dir.path().join(&t2.path).exists());
         assert!(dir.path().join(&t.path).exists());
         assert_eq!(s.runs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rejects_belong_to_their_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        let reject = crate::load::Reject {
+            file: "data/orders.csv".into(),
+            line: 3,
+            column: Some("amount".into()),
+            reason: "\"x\" is not a decimal(12, 2) (a number like 12.50)".into(),
+            row: "O1,x".into(),
+        };
+        let kept = s
+            .write_rejects("r1", "orders", std::slice::from_ref(&reject))
+            .unwrap();
+        assert_eq!(kept, "rejects/r1/orders.jsonl");
+        let text = fs::read_to_string(dir.path().join(&kept)).unwrap();
+        assert_eq!(
+            text,
+            "{\"file\":\"data/orders.csv\",\"line\":3,\"column\":\"amount\",\
+             \"reason\":\"\\\"x\\\" is not a decimal(12, 2) (a number like 12.50)\",\"row\":\"O1,x\"}\n"
+        );
+        s.commit(&manifest("r1", Vec::new())).unwrap();
+
+        // A second run writes its rejects, then is killed before it commits.
+        let lost = s.write_rejects("r2", "orders", &[reject]).unwrap();
+        drop(s);
+        Storage::open(dir.path()).unwrap();
+        assert!(dir.path().join(&kept).exists());
+        assert!(!dir.path().join("rejects/r2").exists(), "{lost}");
     }
 }

@@ -46,6 +46,7 @@ pub(super) fn runtime_failure(e: cdp_runtime::Error) -> Failure {
 pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Outcome {
     let started = Instant::now();
     let started_at = now_text();
+    let run_id = run_id();
     let (project, config_as_of) = lowered(dir, err)?;
     let sources = super::load(dir)?;
     let checked = cdp_compiler::check(&sources);
@@ -63,9 +64,8 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
     let previous = storage.latest().map_err(runtime_failure)?;
     let engine = BatchEngine::new().map_err(runtime_failure)?;
 
-    // Sources.
-    // Rows that do not fit their source's declared columns are kept aside (written to the
-    // run's rejects files and counted), never dropped silently.
+    // Sources. A row that does not fit its source's declared columns is kept aside, written to
+    // the run's rejects and counted: never dropped silently, and no reason to stop the run.
     let loaded = engine
         .register_project_sources_with(dir, &project, config, BadRows::KeepAside)
         .map_err(runtime_failure)?;
@@ -77,17 +77,23 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
         loaded.len(),
         started.elapsed()
     )?;
-    for l in loaded.iter().filter(|l| !l.rejects.is_empty()) {
-        let first = &l.rejects[0];
+    for l in &loaded {
+        let Some(first) = l.rejects.first() else {
+            continue;
+        };
+        let column = first
+            .column
+            .as_ref()
+            .map(|c| format!(" column `{c}`"))
+            .unwrap_or_default();
         writeln!(
             err,
-            "warning: {} rows of source `{}` do not fit its declared columns and are kept aside \
-             (first: {}:{}: column `{}` {})",
-            l.rejects.len(),
+            "warning: {} of source `{}` do not fit its declared columns and are left out of this \
+             run (first: {}:{}:{column} {})",
+            n_rows(l.rejects.len()),
             l.source,
             first.file,
             first.line,
-            first.column,
             first.reason
         )?;
     }
@@ -133,7 +139,6 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
     let reports = reports.map_err(runtime_failure)?;
 
     // Outputs, committed as one run.
-    let run_id = run_id();
     let mut tables = Vec::new();
     let mut stage = |table: &str, t: &cdp_runtime::Table| -> Result<(), Failure> {
         tables.push(
@@ -184,7 +189,8 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
     std::fs::create_dir_all(storage.root().join("stats"))
         .map_err(|e| Failure::Internal(format!("{}: {e}", stats_path.display())))?;
     cdp_runtime::store::write_atomic(&stats_path, &stats_text).map_err(runtime_failure)?;
-    // The rows kept aside, one JSON-lines file per source.
+    // The rows kept aside, one JSON-lines file per source (written first: a committed run always
+    // has them).
     let mut rejects = Vec::new();
     for l in loaded.iter().filter(|l| !l.rejects.is_empty()) {
         let path = storage
@@ -212,17 +218,9 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
         &reports,
         &manifest,
         previous.as_ref(),
+        storage.root(),
         started.elapsed(),
     )?;
-    for r in &manifest.rejects {
-        writeln!(
-            out,
-            "rejected {} rows of source {} -> {}",
-            r.rows,
-            r.source,
-            storage.root().join(&r.file).display()
-        )?;
-    }
     writeln!(
         out,
         "run {run_id} as of {as_of_text} committed to {}",
@@ -329,6 +327,7 @@ fn summary(
     reports: &[StepReport],
     manifest: &Manifest,
     previous: Option<&Manifest>,
+    storage: &Path,
     total: Duration,
 ) -> std::io::Result<()> {
     let width = reports
@@ -369,8 +368,22 @@ fn summary(
             .unwrap_or_default();
         writeln!(out, "  {:<width$}  {:>10} rows{before}", t.table, t.rows)?;
     }
+    for r in &manifest.rejects {
+        writeln!(
+            out,
+            "rejected {} of source {} -> {}",
+            n_rows(r.rows as usize),
+            r.source,
+            storage.join(&r.file).display()
+        )?;
+    }
     writeln!(out, "total {:.1?}", total)?;
     Ok(())
+}
+
+/// `1 row`, `3 rows`.
+fn n_rows(n: usize) -> String {
+    format!("{n} row{}", if n == 1 { "" } else { "s" })
 }
 
 /// Run ids sort by time: `YYYYMMDDTHHMMSSmmmZ`.

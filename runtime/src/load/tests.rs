@@ -1,4 +1,5 @@
-//! Loading sources: every format into the declared schema, and bad rows refused with their place.
+//! Loading sources: every format into the declared schema; bad rows kept aside with their place
+//! and reason while the good rows load, or refusing the source.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -196,7 +197,7 @@ fn json_lines_take_native_values_and_text() {
     let file = bad.display().to_string();
     assert!(
         err.contains(&format!(
-            "{file}:line 1: column `n`: is not a int (found a string)"
+            "{file}:line 1: column `n`: is not an int (found a string)"
         )),
         "{err}"
     );
@@ -346,25 +347,19 @@ fn values_parse_strictly() {
     assert!(parse_duration("s").is_err());
 }
 
-#[test]
-fn bad_rows_kept_aside_leave_good_rows_loaded() {
-    let dir = tempfile::tempdir().unwrap();
-    let keep = |format, path: PathBuf| {
-        read_source_with(
-            &source(),
-            &SourceFiles::new(format, vec![path]),
-            BadRows::KeepAside,
-        )
-        .unwrap()
-    };
-    // CSV: a bad int in the middle row; the rows around it load, in order.
-    let csv = write(
-        dir.path(),
-        "e.csv",
-        &format!("{HEADER}a,2024-01-01 00:00:00,1,,,,,,\nb,2024-01-01 00:00:00,x,,,,,,\nc,2024-01-02 00:00:00,3,,,,,,\n"),
-    );
-    let (batches, rejects) = keep(DataFormat::Csv, csv);
-    let ids: Vec<String> = batches
+fn keep_aside(source: &ir::Source, format: DataFormat, path: PathBuf) -> Loaded {
+    read_source_with(
+        source,
+        &SourceFiles::new(format, vec![path]),
+        BadRows::KeepAside,
+    )
+    .unwrap()
+}
+
+/// The ids of the loaded rows, in order.
+fn ids(loaded: &Loaded) -> Vec<String> {
+    loaded
+        .batches
         .iter()
         .flat_map(|b| {
             b.column(0)
@@ -373,29 +368,259 @@ fn bad_rows_kept_aside_leave_good_rows_loaded() {
                 .map(|v| v.unwrap().to_string())
                 .collect::<Vec<_>>()
         })
-        .collect();
-    assert_eq!(ids, ["a", "c"]);
-    assert_eq!(rejects.len(), 1);
-    assert_eq!((rejects[0].line, rejects[0].column.as_str()), (3, "n"));
-    assert!(
-        rejects[0].reason.contains("is not an int"),
-        "{:?}",
-        rejects[0]
-    );
-    assert_eq!(rejects[0].row, "b,2024-01-01 00:00:00,x,,,,,,");
+        .collect()
+}
 
-    // JSON lines: not JSON, and a missing required value.
-    let jsonl = write(
-        dir.path(),
-        "e.jsonl",
-        "{\"id\": \"a\", \"ts\": \"2024-01-01 00:00:00\"}\n{oops\n{\"ts\": \"2024-01-01 00:00:00\"}\n",
-    );
-    let (batches, rejects) = keep(DataFormat::Jsonl, jsonl);
-    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
-    let places: Vec<(u64, &str)> = rejects
+/// Each reject as (line, column, reason, row).
+fn rejects(loaded: &Loaded) -> Vec<(u64, Option<&str>, &str, &str)> {
+    loaded
+        .rejects
         .iter()
-        .map(|r| (r.line, r.column.as_str()))
-        .collect();
-    assert_eq!(places, [(2, "(row)"), (3, "id")]);
-    assert_eq!(rejects[0].row, "{oops");
+        .map(|r| {
+            (
+                r.line,
+                r.column.as_deref(),
+                r.reason.as_str(),
+                r.row.as_str(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bad_csv_rows_are_kept_aside_with_line_column_reason_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.csv");
+    let mut text = format!(
+        "{HEADER}a,2024-11-03 14:22:05,1,,,,,,\n\
+         b,yesterday,2,,,,,,\n\
+         c,2024-11-03 14:22:05,seven,,,,,,\n\
+         ,2024-11-03 14:22:05,,,,,,,\n\
+         \n\
+         d,2024-11-03 14:22:05,,\"1,234\",,,,,\n\
+         e,2024-11-03 14:22:05\r\n\
+         f,2024-11-03 14:22:05,6,,,,,,\n\
+         \"g\nh\",2024-11-03 14:22:05,,,,,,,,extra\n"
+    )
+    .into_bytes();
+    text.extend_from_slice(b"i\xff,2024-11-03 14:22:05,,,,,,,\nj,2024-11-03 14:22:05,9,,,,,,");
+    std::fs::write(&path, text).unwrap();
+    let loaded = keep_aside(&source(), DataFormat::Csv, path.clone());
+    assert_eq!(ids(&loaded), ["a", "f", "j"]);
+    assert_eq!(loaded.rows(), 3);
+    assert_eq!(
+        rejects(&loaded),
+        [
+            (
+                3,
+                Some("ts"),
+                "\"yesterday\" is not a timestamp (like 2024-11-03 14:22:05)",
+                "b,yesterday,2,,,,,,"
+            ),
+            (
+                4,
+                Some("n"),
+                "\"seven\" is not an int (a whole number like 42)",
+                "c,2024-11-03 14:22:05,seven,,,,,,"
+            ),
+            (
+                5,
+                Some("id"),
+                "is empty, but the column is not nullable (declare it `string?` if nulls are expected)",
+                ",2024-11-03 14:22:05,,,,,,,"
+            ),
+            (
+                7,
+                Some("amount"),
+                "\"1,234\" is not a decimal(12, 2) (a number like 12.50)",
+                "d,2024-11-03 14:22:05,,\"1,234\",,,,,"
+            ),
+            (
+                8,
+                None,
+                "has 2 fields, but the header has 9",
+                "e,2024-11-03 14:22:05"
+            ),
+            (
+                10,
+                None,
+                "has 10 fields, but the header has 9",
+                "\"g\nh\",2024-11-03 14:22:05,,,,,,,,extra"
+            ),
+            (
+                12,
+                Some("id"),
+                "is not valid UTF-8",
+                "i\u{fffd},2024-11-03 14:22:05,,,,,,,"
+            ),
+        ]
+    );
+    let file = path.display().to_string();
+    assert!(loaded.rejects.iter().all(|r| r.file == file));
+
+    // Refused instead, the same rows are counted and none loads.
+    let err = load(DataFormat::Csv, vec![path]).unwrap_err();
+    let Error::BadRows { count, .. } = err else {
+        panic!("{err}");
+    };
+    assert_eq!(count, 7);
+}
+
+#[test]
+fn bad_json_lines_are_kept_aside_with_line_column_reason_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.jsonl");
+    let mut text = concat!(
+        "{\"id\": \"a\", \"ts\": \"2024-11-03 14:22:05\", \"n\": 1}\n",
+        "{\"id\": \"b\", \"ts\": \"yesterday\"}\n",
+        "{\"ts\": \"2024-11-03 14:22:05\"}\n",
+        "{\"id\": null, \"ts\": \"2024-11-03 14:22:05\"}\n",
+        "{\"id\": \"c\", \"ts\": \"2024-11-03 14:22:05\", \"n\": \"7\"}\n",
+        "{\"id\": \"d\", \"ts\": \n",
+        "[1, 2]\n",
+        "\n",
+        "{\"id\": \"e\", \"ts\": \"2024-11-03 14:22:05\", \"tags\": [\"x\", 1]}\r\n",
+    )
+    .as_bytes()
+    .to_vec();
+    text.extend_from_slice(b"{\"id\": \"\xff\"}\n{\"id\": \"f\", \"ts\": \"2024-11-04\"}\n");
+    std::fs::write(&path, text).unwrap();
+    let loaded = keep_aside(&source(), DataFormat::Jsonl, path);
+    assert_eq!(ids(&loaded), ["a", "f"]);
+    let not_nullable = |what: &str| {
+        format!(
+            "is {what}, but the column is not nullable (declare it `string?` if nulls are expected)"
+        )
+    };
+    let (missing, null) = (not_nullable("missing"), not_nullable("null"));
+    assert_eq!(
+        rejects(&loaded),
+        [
+            (
+                2,
+                Some("ts"),
+                "\"yesterday\" is not a timestamp (like 2024-11-03 14:22:05)",
+                "{\"id\": \"b\", \"ts\": \"yesterday\"}"
+            ),
+            (
+                3,
+                Some("id"),
+                missing.as_str(),
+                "{\"ts\": \"2024-11-03 14:22:05\"}"
+            ),
+            (
+                4,
+                Some("id"),
+                null.as_str(),
+                "{\"id\": null, \"ts\": \"2024-11-03 14:22:05\"}"
+            ),
+            (
+                5,
+                Some("n"),
+                "\"7\" is not an int (found a string)",
+                "{\"id\": \"c\", \"ts\": \"2024-11-03 14:22:05\", \"n\": \"7\"}"
+            ),
+            (
+                6,
+                None,
+                "is not JSON: EOF while parsing a value (at column 18)",
+                "{\"id\": \"d\", \"ts\": "
+            ),
+            (7, None, "is not a JSON object", "[1, 2]"),
+            (
+                9,
+                Some("tags"),
+                "[\"x\",1] element 2: is not a string",
+                "{\"id\": \"e\", \"ts\": \"2024-11-03 14:22:05\", \"tags\": [\"x\", 1]}"
+            ),
+            (10, None, "is not valid UTF-8", "{\"id\": \"\u{fffd}\"}"),
+        ]
+    );
+}
+
+#[test]
+fn bad_parquet_rows_are_kept_aside_with_row_column_reason_and_values() {
+    use datafusion::arrow::array::{DurationMicrosecondArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Timestamps as text and durations in microseconds: each converts value by value.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("ts", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+        Field::new("spent", DataType::Duration(TimeUnit::Microsecond), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                None,
+                Some("c"),
+                Some("d"),
+                Some("e"),
+            ])),
+            Arc::new(StringArray::from(vec![
+                "2024-11-03 14:22:05",
+                "2024-11-03 14:22:05",
+                "yesterday",
+                "2024-11-03 14:22:05",
+                "2024-11-04 00:00:00",
+            ])),
+            Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])),
+            Arc::new(DurationMicrosecondArray::from(vec![
+                Some(1_000),
+                None,
+                None,
+                Some(1_500),
+                Some(2_000),
+            ])),
+        ],
+    )
+    .unwrap();
+    let path = dir.path().join("mixed.parquet");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let mut s = source();
+    s.columns
+        .retain(|c| ["id", "ts", "n", "spent"].contains(&c.name.as_str()));
+    let loaded = keep_aside(&s, DataFormat::Parquet, path);
+    assert_eq!(ids(&loaded), ["a", "e"]);
+    assert_eq!(
+        pretty(&loaded.batches),
+        "+----+---------------------+---+-------+\n\
+         | id | ts | n | spent |\n\
+         +----+---------------------+---+-------+\n\
+         | a | 2024-11-03T14:22:05 | 1 | 1 |\n\
+         | e | 2024-11-04T00:00:00 | 5 | 2 |\n\
+         +----+---------------------+---+-------+"
+    );
+    assert_eq!(
+        rejects(&loaded),
+        [
+            (
+                2,
+                Some("id"),
+                "is null, but the column is not nullable (declare it `string?` if nulls are expected)",
+                "{\"id\":null,\"ts\":\"2024-11-03 14:22:05\",\"n\":2,\"spent\":null}"
+            ),
+            (
+                3,
+                Some("ts"),
+                "\"yesterday\" does not convert from Utf8 to the declared timestamp",
+                "{\"id\":\"c\",\"ts\":\"yesterday\",\"n\":3,\"spent\":null}"
+            ),
+            (
+                4,
+                Some("spent"),
+                "PT0.0015S is not a whole number of milliseconds",
+                "{\"id\":\"d\",\"ts\":\"2024-11-03 14:22:05\",\"n\":4,\"spent\":\"PT0.0015S\"}"
+            ),
+        ]
+    );
 }
