@@ -114,6 +114,34 @@ pub struct Stamp {
     pub message: String,
 }
 
+/// Creates an empty database at `path` as a whole or not at all: built and flushed in a
+/// directory of its own, then renamed into place. A process killed while sled writes a new
+/// database's first files leaves a database it cannot read later ("corrupted data"); killed
+/// here, it leaves only a temporary directory, which the next creation replaces.
+fn create_atomically(path: &Path) -> std::result::Result<(), sled::Error> {
+    let tmp = path.with_extension(format!("creating-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    {
+        let db = sled::Config::new().path(&tmp).open()?;
+        for name in ["versions", "texts", "snapshots", "runs"] {
+            db.open_tree(name)?;
+        }
+        db.flush()?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::rename(&tmp, path) {
+        Ok(()) => Ok(()),
+        // Another process created it first: theirs is as good.
+        Err(_) if path.exists() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// How long opening waits for another process to release the registry.
 pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -155,6 +183,9 @@ impl Registry {
             path: path.clone(),
             error,
         };
+        if !path.exists() {
+            create_atomically(&path).map_err(store)?;
+        }
         let db = sled::Config::new().path(&path).open().map_err(|error| {
             // sled reports a held lock as an I/O error of its own wording.
             let locked = matches!(&error, sled::Error::Io(e)
