@@ -1,6 +1,7 @@
 //! End-to-end tests: one test binary, one module per area.
 
 mod bench_project;
+mod browser;
 mod cli;
 mod conformance;
 mod corpus;
