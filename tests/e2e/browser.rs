@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::copy_project;
 use serde_json::{json, Value};
 
 /// The WebDriver name of an element reference.
@@ -33,22 +34,6 @@ fn cdp(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == ".cdp") {
-                continue;
-            }
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 /// A program on the PATH (or the path an environment variable names).
@@ -426,7 +411,7 @@ fn pages_in_a_real_browser() {
     // times, so the segment has two versions and two points of population.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("retail");
-    copy_dir(
+    copy_project(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/retail"),
         &dir,
     );

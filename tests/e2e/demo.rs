@@ -1,24 +1,8 @@
 //! `cdp demo`: writes a project with generated data, runs it, and runs it again on the next call.
 
-use std::process::{Command, Output};
-
 use cdp_runtime::store::Storage;
 
-fn cdp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdp"))
-        .args(args)
-        .output()
-        .expect("cdp runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::{cdp, text};
 
 #[test]
 fn demo_writes_a_project_runs_it_and_runs_it_again() {

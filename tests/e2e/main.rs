@@ -14,5 +14,6 @@ mod registry;
 mod rejects;
 mod run;
 mod serve;
+mod support;
 mod training_set;
 mod trino;

@@ -14,16 +14,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use serde_json::Value;
 
-use crate::run::{cdp, retail_copy};
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::{cdp, copy_project, retail_copy, text};
 
 fn run(dir: &Path) -> String {
     let o = cdp(&["run", dir.to_str().unwrap()]);
@@ -265,19 +256,6 @@ fn without_a_committed_run_profile_says_to_run_first() {
     assert!(!dir.join(".cdp").exists(), "reading writes nothing");
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_tree(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
 /// A run killed after its offline commit, before the online store had its values: the store
 /// still says the previous run. Simulated by putting back the store of the first run after a
 /// second; then by deleting the store altogether.
@@ -287,7 +265,7 @@ fn an_online_store_behind_the_offline_store_is_brought_up_to_date() {
     run(&dir);
     let online = dir.join(".cdp/online");
     let saved = tmp.path().join("online-after-first-run");
-    copy_tree(&online, &saved);
+    copy_project(&online, &saved);
 
     let mut orders = std::fs::OpenOptions::new()
         .append(true)
@@ -301,7 +279,7 @@ fn an_online_store_behind_the_offline_store_is_brought_up_to_date() {
     drop(orders);
     run(&dir);
     std::fs::remove_dir_all(&online).unwrap();
-    copy_tree(&saved, &online);
+    copy_project(&saved, &online);
 
     let o = profile(&dir, "email=julia.meyer@gmail.com");
     assert!(o.status.success(), "{}", text(&o));

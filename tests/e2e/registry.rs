@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cdp_registry::Registry;
 
-use crate::run::retail_copy;
+use crate::support::retail_copy;
 
 struct Run {
     code: i32,

@@ -11,16 +11,7 @@ use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::run::{cdp, retail_copy};
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::{cdp, retail_copy, text};
 
 fn run(dir: &Path) -> Output {
     let run = cdp(&["run", dir.to_str().unwrap()]);

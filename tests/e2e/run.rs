@@ -1,55 +1,13 @@
 //! `cdp run` end to end: the CLI on a copy of examples/retail and on a larger seeded data set,
 //! the offline store it commits, incremental runs, and a run killed half-way.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use cdp_runtime::store::Storage;
 
 use crate::engines::data;
-
-pub(crate) fn cdp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdp"))
-        .args(args)
-        .output()
-        .expect("cdp runs")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == ".cdp") {
-                continue;
-            }
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
-pub(crate) fn retail_copy() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("retail");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/retail"),
-        &dir,
-    );
-    (tmp, dir)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::{cdp, retail_copy, text};
 
 #[test]
 fn run_commits_every_output_and_a_second_run_continues_from_it() {

@@ -9,30 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{cdp, copy_project};
 use serde_json::{json, Value};
-
-fn cdp(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cdp"))
-        .args(args)
-        .output()
-        .expect("cdp runs")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == ".cdp") {
-                continue;
-            }
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
 
 /// A running `cdp serve`, killed when dropped.
 pub struct Server {
@@ -161,7 +139,7 @@ fn dechunk(body: &str) -> String {
 fn served_retail() -> (tempfile::TempDir, PathBuf, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("retail");
-    copy_dir(
+    copy_project(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/retail"),
         &dir,
     );

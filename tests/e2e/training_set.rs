@@ -3,29 +3,14 @@
 //! spines that cannot be used.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn cdp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cdp"))
-        .args(args)
-        .output()
-        .expect("cdp runs")
-}
+use crate::support::{cdp, text};
 
 fn retail() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/retail")
         .to_string_lossy()
         .into_owned()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The CSV's rows as maps from column name to text.
