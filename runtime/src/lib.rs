@@ -14,6 +14,7 @@ pub mod program;
 pub mod schema;
 pub mod stats;
 pub mod store;
+pub mod transitions;
 pub mod webhook;
 pub mod workflow;
 

@@ -312,7 +312,10 @@ mod tests {
             delivery(&url).body
         );
         // Not due again before its backoff.
-        assert!(outbox.due(1_000 + FIRST_BACKOFF_MS - 1, 10).unwrap().is_empty());
+        assert!(outbox
+            .due(1_000 + FIRST_BACKOFF_MS - 1, 10)
+            .unwrap()
+            .is_empty());
         let waiting = outbox.due(1_000 + FIRST_BACKOFF_MS, 10).unwrap();
         assert_eq!(waiting[0].attempts, 1);
         assert_eq!(waiting[0].last_error.as_deref(), Some("HTTP 503: no"));
