@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod eventlog;
 pub mod history;
 pub mod identity;
 pub mod load;
@@ -12,6 +13,7 @@ pub mod native;
 pub mod online;
 pub mod program;
 pub mod schema;
+pub mod tracking;
 pub mod stats;
 pub mod store;
 pub mod transitions;
