@@ -14,6 +14,7 @@ mod profile;
 mod registry;
 mod run;
 mod serve;
+mod stream;
 mod training_set;
 
 use std::ffi::OsString;
@@ -208,6 +209,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = profile::Format::Text)]
         format: profile::Format,
     },
+    /// Replay a file of Segment-format events (JSON lines, each with its `type`) into the
+    /// project's durable event log, as the tracking API (`/v1/batch`) would take them.
+    Stream {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The JSON-lines file of events.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Fails on purpose, so that tests see what a user sees when cdp has a bug.
     #[command(hide = true)]
     InternalPanic,
@@ -241,6 +251,8 @@ enum KeysAction {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum KeyRole {
+    /// Only sends events to the tracking API (`/v1/track`, …): the key for websites and apps.
+    Write,
     Read,
     Admin,
 }
@@ -353,6 +365,7 @@ pub fn run(
                 dir,
             } => {
                 let role = match role {
+                    KeyRole::Write => crate::serve::auth::Role::Write,
                     KeyRole::Read => crate::serve::auth::Role::Read,
                     KeyRole::Admin => crate::serve::auth::Role::Admin,
                 };
@@ -406,6 +419,7 @@ pub fn run(
             registry::rollback(&dir, &name, version, &options, out, err)
         }
         Command::Profile { key, dir, format } => profile::run(&dir, &key, format, out, err),
+        Command::Stream { dir, from } => stream::run(&dir, &from, out, err),
         Command::InternalPanic => panic!("`cdp internal-panic` fails on purpose"),
     };
     let outcome = outcome.and_then(|()| out.flush().map_err(Failure::from));

@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Send events to the tracking API (`/v1/…`) and nothing else: a write key ships inside
+    /// websites and apps, so it must not read anything.
+    Write,
     /// Read definitions, statistics, runs, features and profiles.
     Read,
     /// Also manage keys.
@@ -23,6 +26,7 @@ pub enum Role {
 impl Role {
     pub fn name(self) -> &'static str {
         match self {
+            Role::Write => "write",
             Role::Read => "read",
             Role::Admin => "admin",
         }

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod openapi;
 pub mod pages;
 pub mod svg;
+pub mod track;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct App {
     normalizer: Mutex<Option<KeyNormalizer>>,
     /// One registry handle at a time (sled allows one per process).
     registry: Mutex<()>,
+    /// The tracking API's durable event log (held: one writer per project).
+    ingest: Arc<cdp_runtime::tracking::Ingest>,
 }
 
 impl App {
@@ -65,6 +68,7 @@ impl App {
         let online =
             OnlineStore::open_waiting(&cdp_runtime::online::path(&storage), Duration::from_secs(5))
                 .map_err(|e| e.to_string())?;
+        let ingest = cdp_runtime::tracking::Ingest::open(&storage)?;
         Ok(App {
             dir: dir.to_path_buf(),
             keys_stamp: Mutex::new(modified(&auth::keys_path(&storage))),
@@ -75,6 +79,7 @@ impl App {
             online: RwLock::new(Some(Arc::new(online))),
             normalizer: Mutex::new(None),
             registry: Mutex::new(()),
+            ingest: Arc::new(ingest),
         })
     }
 
@@ -91,6 +96,10 @@ impl App {
             .read()
             .map(|k| k.clone())
             .unwrap_or_else(|_| Arc::new(Keys::default()))
+    }
+
+    pub fn ingest(&self) -> Arc<cdp_runtime::tracking::Ingest> {
+        self.ingest.clone()
     }
 
     pub fn online(&self) -> Option<Arc<OnlineStore>> {
@@ -307,9 +316,12 @@ pub async fn lookup(
     }
 }
 
-/// Paths that need no key: the login page and the health check.
+/// Paths that need no key: the login page and the health check; and the tracking API, which
+/// checks its write key itself (HTTP basic user or `writeKey` in the body, as Segment's).
 fn open_path(path: &str) -> bool {
-    matches!(path, "/login" | "/healthz" | "/favicon.ico") || path.starts_with("/static/")
+    matches!(path, "/login" | "/healthz" | "/favicon.ico")
+        || path.starts_with("/static/")
+        || path.starts_with("/v1/")
 }
 
 /// Checks the request's key; puts the [`Caller`] into the request for handlers.
@@ -321,6 +333,14 @@ async fn authenticate(State(app): State<Shared>, mut request: Request, next: Nex
     let key = auth::request_key(request.headers());
     let caller = key.as_deref().and_then(|k| app.keys().caller(k));
     match caller {
+        Some(caller) if caller.role == auth::Role::Write => {
+            let message = "a write key only sends events to the tracking API (/v1/…)";
+            if path.starts_with("/api/") {
+                api::ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
+            } else {
+                (StatusCode::FORBIDDEN, Html(pages::login_page(message))).into_response()
+            }
+        }
         Some(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -348,14 +368,21 @@ struct LoginQuery {
 /// `/login?key=…`: a valid key becomes a cookie for the pages.
 async fn login(State(app): State<Shared>, Query(q): Query<LoginQuery>) -> Response {
     match q.key {
-        Some(key) if app.keys().caller(&key).is_some() => (
-            [(
-                header::SET_COOKIE,
-                format!("cdp_key={key}; Path=/; HttpOnly; SameSite=Strict"),
-            )],
-            Redirect::to("/"),
-        )
-            .into_response(),
+        Some(key)
+            if app
+                .keys()
+                .caller(&key)
+                .is_some_and(|c| c.role != auth::Role::Write) =>
+        {
+            (
+                [(
+                    header::SET_COOKIE,
+                    format!("cdp_key={key}; Path=/; HttpOnly; SameSite=Strict"),
+                )],
+                Redirect::to("/"),
+            )
+                .into_response()
+        }
         Some(_) => (
             StatusCode::UNAUTHORIZED,
             Html(pages::login_page("that key is not valid")),
@@ -370,6 +397,7 @@ pub fn router(app: Shared) -> Router {
     Router::new()
         .nest("/api/v1", api::router())
         .merge(pages::router())
+        .merge(track::router())
         .route("/login", get(login))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(

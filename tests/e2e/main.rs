@@ -15,5 +15,6 @@ mod rejects;
 mod run;
 mod serve;
 mod support;
+mod tracking;
 mod training_set;
 mod trino;

@@ -1,0 +1,106 @@
+//! `cdp stream --from <file.jsonl> [dir]`: replays a file of Segment-format events (one JSON
+//! message with its `type` per line, as the tracking API's `/v1/batch` takes them) into the
+//! project's durable event log, with the same checks and `messageId` de-duplication as the
+//! server. A line that is not a valid event is reported with its line number and reason and
+//! not written; the others are. Exits 1 when any line was refused.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use cdp_runtime::tracking::{Accepted, Ingest, Refused};
+use serde_json::Value;
+
+use super::{Failure, Outcome};
+
+/// Events written per durable append.
+const CHUNK: usize = 500;
+
+pub fn run(dir: &Path, from: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Outcome {
+    let sources = super::load(dir)?;
+    let checked = cdp_compiler::check(&sources);
+    let config = checked.config.as_ref().ok_or_else(|| {
+        Failure::User(format!(
+            "{} has no cdp.toml: `cdp stream` needs it to know where the project stores events",
+            dir.display()
+        ))
+    })?;
+    let storage = dir.join(&config.project.storage);
+    let ingest = Ingest::open(&storage).map_err(Failure::User)?;
+    let file =
+        std::fs::File::open(from).map_err(|e| Failure::User(format!("{}: {e}", from.display())))?;
+    let received_at = chrono::Utc::now();
+    let mut total = Accepted::default();
+    let mut refused = 0usize;
+    let mut chunk: Vec<(usize, Value)> = Vec::new();
+    let flush = |chunk: &mut Vec<(usize, Value)>,
+                 total: &mut Accepted,
+                 refused: &mut usize,
+                 err: &mut dyn Write|
+     -> Outcome {
+        // Each line is checked alone first, so that one bad line refuses only itself.
+        let mut good = Vec::with_capacity(chunk.len());
+        for (line, message) in chunk.drain(..) {
+            match cdp_runtime::tracking::normalize(None, &message, received_at, &mut || {
+                String::new()
+            }) {
+                Ok(_) => good.push(message),
+                Err(reason) => {
+                    *refused += 1;
+                    writeln!(err, "{}:{line}: {reason}", from.display())?;
+                }
+            }
+        }
+        match ingest.accept(None, &good, received_at) {
+            Ok(a) => {
+                total.accepted += a.accepted;
+                total.duplicates += a.duplicates;
+                Ok(())
+            }
+            Err(Refused::Storage(m)) | Err(Refused::InFlight(m)) => Err(Failure::User(m)),
+            Err(e) => Err(Failure::Internal(format!(
+                "an event checked alone was refused in its chunk: {e}"
+            ))),
+        }
+    };
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let number = i + 1;
+        let line = line.map_err(|e| Failure::User(format!("{}:{number}: {e}", from.display())))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > cdp_runtime::tracking::MAX_EVENT_BYTES {
+            refused += 1;
+            writeln!(
+                err,
+                "{}:{number}: an event of {} bytes is over the limit of 32 KB",
+                from.display(),
+                line.len()
+            )?;
+            continue;
+        }
+        match serde_json::from_str::<Value>(&line) {
+            Ok(message) => chunk.push((number, message)),
+            Err(e) => {
+                refused += 1;
+                writeln!(err, "{}:{number}: not JSON: {e}", from.display())?;
+            }
+        }
+        if chunk.len() == CHUNK {
+            flush(&mut chunk, &mut total, &mut refused, err)?;
+        }
+    }
+    flush(&mut chunk, &mut total, &mut refused, err)?;
+    writeln!(
+        out,
+        "{}: {} events written to {}, {} duplicates of logged messageIds, {} refused",
+        from.display(),
+        total.accepted,
+        cdp_runtime::eventlog::EventLog::path(&storage).display(),
+        total.duplicates,
+        refused
+    )?;
+    if refused > 0 {
+        return Err(Failure::Reported);
+    }
+    Ok(())
+}

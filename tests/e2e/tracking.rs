@@ -1,0 +1,364 @@
+//! The tracking API (Segment's HTTP API) on a real `cdp serve`: every call type, write keys as
+//! basic user or `writeKey`, the errors and limits, `messageId` written once across restarts,
+//! nothing acknowledged lost when the server is killed with SIGKILL during ingest, a real
+//! Segment client library (analytics-python) pointed at it, and `cdp stream --from`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use cdp_runtime::eventlog::EventLog;
+use serde_json::{json, Value};
+
+use crate::serve::Server;
+use crate::support::{cdp, retail_copy, text};
+
+fn add_key(dir: &Path, name: &str, role: &str) -> String {
+    let o = cdp(&[
+        "keys",
+        "add",
+        name,
+        "--role",
+        role,
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("cdp_"))
+        .expect("a key is printed")
+        .to_string()
+}
+
+fn basic(key: &str) -> Vec<(&'static str, String)> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+    vec![("Authorization", format!("Basic {token}"))]
+}
+
+/// The events the log holds, by messageId (a count per id, and the last event of each).
+fn logged(dir: &Path) -> (HashMap<String, usize>, HashMap<String, Value>) {
+    let log = EventLog::open(&EventLog::path(&dir.join(".cdp"))).unwrap();
+    let mut counts = HashMap::new();
+    let mut events = HashMap::new();
+    for (_, bytes) in log.read_from(0).unwrap() {
+        let event: Value = serde_json::from_slice(&bytes).unwrap();
+        let id = event["messageId"].as_str().unwrap().to_string();
+        *counts.entry(id.clone()).or_insert(0) += 1;
+        events.insert(id, event);
+    }
+    (counts, events)
+}
+
+/// A request the tracking API refuses: status, path, headers, body, error code.
+type Refusal = (
+    u16,
+    &'static str,
+    Vec<(&'static str, String)>,
+    Vec<u8>,
+    &'static str,
+);
+
+fn project() -> (tempfile::TempDir, PathBuf, String) {
+    let (tmp, dir) = retail_copy();
+    let key = add_key(&dir, "website", "write");
+    (tmp, dir, key)
+}
+
+#[test]
+fn every_call_type_is_logged_once_per_message_id_with_segments_semantics() {
+    let (_tmp, dir, key) = project();
+    let reader = add_key(&dir, "analyst", "read");
+    let server = Server::start(&dir);
+    let post = |path: &str, body: &Value| {
+        server.send("POST", path, &basic(&key), body.to_string().as_bytes())
+    };
+    let calls = [
+        (
+            "/v1/identify",
+            json!({"userId": "C0001", "traits": {"email": "ana@example.com"}, "messageId": "m-identify"}),
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "C0001", "event": "Order Completed", "properties": {"amount": 42.5}, "messageId": "m-track",
+                             "timestamp": "2024-11-20T10:00:00Z", "sentAt": "2024-11-20T10:00:05Z"}),
+        ),
+        (
+            "/v1/page",
+            json!({"anonymousId": "cookie-1", "name": "Home", "properties": {"url": "https://shop.example/"}, "messageId": "m-page"}),
+        ),
+        (
+            "/v1/screen",
+            json!({"userId": "C0001", "name": "Cart", "messageId": "m-screen"}),
+        ),
+        (
+            "/v1/group",
+            json!({"userId": "C0001", "groupId": "acme", "traits": {"plan": "pro"}, "messageId": "m-group"}),
+        ),
+        (
+            "/v1/alias",
+            json!({"userId": "C0001", "previousId": "cookie-1", "messageId": "m-alias"}),
+        ),
+    ];
+    for (path, body) in &calls {
+        assert_eq!(post(path, body), (200, json!({"success": true})), "{path}");
+    }
+    // A batch in analytics-python's shape: `sentAt` once for all its events; a repeat inside.
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "C0002", "event": "Product Viewed", "messageId": "m-b1", "timestamp": "2024-11-20T09:00:00Z"},
+        {"type": "page", "userId": "C0002", "messageId": "m-b2"},
+        {"type": "track", "userId": "C0001", "event": "Order Completed", "messageId": "m-track"},
+    ], "sentAt": "2024-11-20T09:00:00Z"});
+    assert_eq!(post("/v1/batch", &batch).0, 200);
+    // The write key in the body instead of basic authentication.
+    let in_body =
+        json!({"writeKey": key, "userId": "C0003", "event": "Signed Up", "messageId": "m-body"});
+    assert_eq!(
+        server
+            .send("POST", "/v1/track", &[], in_body.to_string().as_bytes())
+            .0,
+        200
+    );
+
+    // Refusals, each with a JSON error.
+    let track = json!({"userId": "u", "event": "E"}).to_string();
+    let cases: Vec<Refusal> = vec![
+        (401, "/v1/track", vec![], track.clone().into_bytes(), "unauthorized"),
+        (401, "/v1/track", basic("cdp_wrong"), track.clone().into_bytes(), "unauthorized"),
+        (403, "/v1/track", basic(&reader), track.clone().into_bytes(), "forbidden"),
+        (400, "/v1/track", basic(&key), b"{not json".to_vec(), "invalid"),
+        (400, "/v1/track", basic(&key), json!({"userId": "u"}).to_string().into_bytes(), "invalid"),
+        (400, "/v1/batch", basic(&key), json!({"batch": [{"type": "track", "userId": "u", "event": "E"}, {"type": "bogus", "userId": "u"}]}).to_string().into_bytes(), "invalid"),
+        (404, "/v1/purchase", basic(&key), track.clone().into_bytes(), "not_found"),
+        (413, "/v1/track", basic(&key), json!({"userId": "u", "event": "E", "properties": {"x": "y".repeat(33 * 1024)}}).to_string().into_bytes(), "too_large"),
+        (413, "/v1/batch", basic(&key), json!({"batch": (0..30).map(|i| json!({"type": "track", "userId": "u", "event": "E", "properties": {"i": i, "x": "y".repeat(20_000)}})).collect::<Vec<_>>()}).to_string().into_bytes(), "too_large"),
+    ];
+    for (status, path, headers, body, code) in cases {
+        let (got, answer) = server.send("POST", path, &headers, &body);
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{path}: {answer}"
+        );
+        assert_eq!(answer["success"], false);
+        assert!(answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // A write key reads nothing.
+    assert_eq!(server.get("/api/v1/definitions", &key).0, 403);
+
+    // After a restart, a repeated messageId is acknowledged and still logged once.
+    drop(server);
+    let server = Server::start(&dir);
+    let again = server.send(
+        "POST",
+        "/v1/track",
+        &basic(&key),
+        calls[1].1.to_string().as_bytes(),
+    );
+    assert_eq!(again.0, 200);
+    drop(server);
+
+    let (counts, events) = logged(&dir);
+    let mut ids: Vec<&str> = counts.keys().map(String::as_str).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "m-alias",
+            "m-b1",
+            "m-b2",
+            "m-body",
+            "m-group",
+            "m-identify",
+            "m-page",
+            "m-screen",
+            "m-track"
+        ]
+    );
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let track = &events["m-track"];
+    assert_eq!(track["type"], "track");
+    assert_eq!(track["properties"]["amount"], 42.5);
+    assert_eq!(track["originalTimestamp"], "2024-11-20T10:00:00.000Z");
+    let alias = &events["m-alias"];
+    assert_eq!(
+        (alias["previousId"].as_str(), alias["userId"].as_str()),
+        (Some("cookie-1"), Some("C0001"))
+    );
+    // The batch's sentAt applied to its events: 0 s between event and send, so the event's time
+    // is the time the server received it.
+    assert_eq!(events["m-b1"]["timestamp"], events["m-b1"]["receivedAt"]);
+    assert_eq!(events["m-page"]["anonymousId"], "cookie-1");
+}
+
+#[test]
+fn nothing_acknowledged_is_lost_or_doubled_when_the_server_is_killed_during_ingest() {
+    let (_tmp, dir, key) = project();
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    for round in 0..4 {
+        let server = Arc::new(Server::start(&dir));
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let (server, key, acknowledged) = (server.clone(), key.clone(), acknowledged.clone());
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        let ids: Vec<String> = (0..5).map(|j| format!("r{round}-t{t}-{i}-{j}")).collect();
+                        let batch = json!({"batch": ids.iter().map(|id| json!({"type": "track", "userId": format!("u{t}"), "event": "E", "messageId": id})).collect::<Vec<_>>()});
+                        // Also resend an event acknowledged before: it must stay single.
+                        let (status, _) = server.send("POST", "/v1/batch", &basic(&key), batch.to_string().as_bytes());
+                        if status != 200 {
+                            return; // the server is gone
+                        }
+                        acknowledged.lock().unwrap().extend(ids);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300 + 150 * round));
+        // SIGKILL: no chance to flush anything.
+        let pid = server.pid();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        for s in senders {
+            s.join().unwrap();
+        }
+    }
+    // One more server: the log opens after the kills, and a resend of everything is all repeats.
+    let server = Server::start(&dir);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 100,
+        "only {} events acknowledged",
+        acknowledged.len()
+    );
+    for chunk in acknowledged.chunks(400) {
+        let batch = json!({"batch": chunk.iter().map(|id| json!({"type": "track", "userId": "u", "event": "E", "messageId": id})).collect::<Vec<_>>()});
+        assert_eq!(
+            server
+                .send(
+                    "POST",
+                    "/v1/batch",
+                    &basic(&key),
+                    batch.to_string().as_bytes()
+                )
+                .0,
+            200
+        );
+    }
+    drop(server);
+    let (counts, _) = logged(&dir);
+    for id in &acknowledged {
+        assert_eq!(counts.get(id), Some(&1), "acknowledged {id}");
+    }
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "an event was logged twice"
+    );
+}
+
+#[test]
+fn a_real_segment_client_library_sends_to_the_tracking_api() {
+    let Some(python) = std::env::var_os("CDP_TEST_PYTHON") else {
+        panic!(
+            "CDP_TEST_PYTHON names a Python with segment-analytics-python (`bash .ci/run` sets it)"
+        );
+    };
+    let (_tmp, dir, key) = project();
+    let server = Server::start(&dir);
+    let script = r#"
+import sys
+import segment.analytics as analytics
+analytics.write_key = sys.argv[1]
+analytics.host = sys.argv[2]
+analytics.sync_mode = False
+errors = []
+analytics.on_error = lambda error, items: errors.append(error)
+analytics.identify("C0001", {"email": "ana@example.com", "name": "Ana"}, message_id="py-identify")
+analytics.track("C0001", "Order Completed", {"amount": 99.9, "order_id": "O-1"}, message_id="py-track")
+analytics.page("C0001", "Docs", "Quick start", {"url": "https://shop.example/docs"}, message_id="py-page")
+analytics.track(anonymous_id="cookie-9", event="Product Viewed", properties={"sku": "S-1"}, message_id="py-anon")
+analytics.flush()
+analytics.shutdown()
+if errors:
+    sys.exit("errors: %r" % errors)
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &key, &format!("http://{}", server.addr)])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", text(&out));
+    drop(server);
+    let (counts, events) = logged(&dir);
+    for id in ["py-identify", "py-track", "py-page", "py-anon"] {
+        assert_eq!(counts.get(id), Some(&1), "{id}: {counts:?}");
+    }
+    assert_eq!(events["py-identify"]["traits"]["email"], "ana@example.com");
+    assert_eq!(events["py-track"]["event"], "Order Completed");
+    assert_eq!(events["py-track"]["properties"]["amount"], 99.9);
+    assert_eq!(events["py-page"]["name"], "Quick start");
+    assert_eq!(events["py-anon"]["anonymousId"], "cookie-9");
+    assert_eq!(
+        events["py-track"]["context"]["library"]["name"], "analytics-python",
+        "the library's context is kept"
+    );
+}
+
+#[test]
+fn stream_from_a_file_writes_the_good_lines_and_names_the_bad_ones() {
+    let (tmp, dir, _) = project();
+    let file = tmp.path().join("events.jsonl");
+    std::fs::write(
+        &file,
+        [
+            r#"{"type":"identify","userId":"C0001","traits":{"plan":"pro"},"messageId":"f-1"}"#,
+            r#"{"type":"track","userId":"C0001","messageId":"f-2"}"#,
+            "",
+            r#"{"type":"track","userId":"C0001","event":"Order Completed","messageId":"f-3"}"#,
+            "{oops",
+            r#"{"type":"page","anonymousId":"c-1","messageId":"f-1"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let f = file.to_str().unwrap();
+    let first = cdp(&["stream", d, "--from", f]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains(&format!("{f}:2: a track call needs `event`")),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{f}:5: not JSON")), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("2 events written"),
+        "{}",
+        text(&first)
+    );
+    let (counts, events) = logged(&dir);
+    assert_eq!(counts.len(), 2);
+    assert_eq!(
+        events["f-1"]["type"], "identify",
+        "the later repeat of f-1 is not written"
+    );
+
+    // Replayed again: every good line is a repeat. With a server running, the log is its own.
+    let again = cdp(&["stream", d, "--from", f]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 events written"),
+        "{}",
+        text(&again)
+    );
+    let _server = Server::start(&dir);
+    let busy = cdp(&["stream", d, "--from", f]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use by another process"),
+        "{}",
+        text(&busy)
+    );
+}
