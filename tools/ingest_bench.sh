@@ -42,9 +42,10 @@ for _ in $(seq 100); do grep -q "serving" "$WORK/serve.log" && break; sleep 0.1;
 ADDR=$(grep -o 'http://[0-9.:]*' "$WORK/serve.log" | head -1)
 AUTH=$(printf '%s:' "$KEY" | base64 -w0)
 cat >"$WORK/batch.lua" <<LUA
--- Each request: $BATCH track events, messageIds unique per thread and request.
+-- Each request: $BATCH track events, messageIds unique per thread and request (thread_id is
+-- a global that setup() sets in each thread).
+thread_id = 0
 local counter = 0
-local thread_id = 0
 function setup(thread)
   thread:set("thread_id", math.random(1, 1000000000))
 end
