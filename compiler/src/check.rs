@@ -913,6 +913,59 @@ impl<'a> Checker<'a> {
                 );
             }
         }
+        for (name, mapping) in &config.ingest {
+            let Some(source) = sources.iter().find_map(|d| match &d.kind {
+                DefKind::Source(s) if &d.name.name == name => Some(s),
+                _ => None,
+            }) else {
+                self.diags.push(
+                    Diagnostic::error(
+                        "unknown-source",
+                        config::ingest_span(text, file, name, None),
+                        format!("cdp.toml maps tracking events to `{name}`, but no source has that name"),
+                    )
+                    .with_suggestion(name, sources.iter().map(|s| s.name.name.as_str())),
+                );
+                continue;
+            };
+            for column in mapping.columns.keys() {
+                if !source.columns.iter().any(|c| &c.name.name == column) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "unknown-column",
+                            config::ingest_span(text, file, name, Some(column)),
+                            format!("source `{name}` has no column `{column}`"),
+                        )
+                        .with_suggestion(
+                            column,
+                            source.columns.iter().map(|c| c.name.name.as_str()),
+                        ),
+                    );
+                }
+            }
+            // A row needs its event time and its key; other columns may stay empty.
+            for (what, needed) in [("event time", &source.time), ("key", &source.key)] {
+                if let Some(column) = needed {
+                    if !mapping.columns.contains_key(&column.name) {
+                        self.diags.push(
+                            Diagnostic::error(
+                                "config",
+                                config::ingest_span(text, file, name, None),
+                                format!(
+                                    "the tracking events mapped to `{name}` leave its {what} column `{}` empty",
+                                    column.name
+                                ),
+                            )
+                            .with_help(format!(
+                                "add `{} = \"{}\"` to [ingest.{name}.columns]",
+                                column.name,
+                                if what == "key" { "messageId" } else { "timestamp" }
+                            )),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     // ------------------------------------------------------------------ name helpers

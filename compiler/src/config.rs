@@ -13,6 +13,87 @@ pub struct ProjectConfig {
     /// Source name → where its data lives.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceBinding>,
+    /// Source name → which tracking-API events become its rows, and how.
+    #[serde(default)]
+    pub ingest: BTreeMap<String, IngestMapping>,
+}
+
+/// The tracking API's call types.
+pub const CALLS: [&str; 6] = ["identify", "track", "page", "screen", "group", "alias"];
+
+/// The fields of a tracking-API event a column may read: a name, or a path below one of the
+/// objects (`properties.amount`, `context.page.url`).
+pub const EVENT_FIELDS: [&str; 11] = [
+    "type",
+    "event",
+    "name",
+    "category",
+    "userId",
+    "anonymousId",
+    "groupId",
+    "previousId",
+    "messageId",
+    "timestamp",
+    "receivedAt",
+];
+pub const EVENT_OBJECTS: [&str; 3] = ["properties", "traits", "context"];
+
+/// Tracking-API events taken as rows of one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestMapping {
+    /// The call types taken (all when absent).
+    pub calls: Option<Vec<String>>,
+    /// For track calls, the event names taken (all when absent).
+    pub events: Option<Vec<String>>,
+    /// Source column → the event field it reads (`userId`, `properties.amount`, …).
+    pub columns: BTreeMap<String, String>,
+}
+
+impl IngestMapping {
+    /// Whether an event of this call type (and track event name) becomes a row.
+    pub fn takes(&self, call: &str, event: Option<&str>) -> bool {
+        self.calls
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|c| c == call))
+            && (call != "track"
+                || self
+                    .events
+                    .as_ref()
+                    .is_none_or(|e| event.is_some_and(|name| e.iter().any(|x| x == name))))
+    }
+}
+
+/// Whether `path` names a field of a tracking-API event.
+pub fn is_event_field(path: &str) -> bool {
+    match path.split_once('.') {
+        Some((root, rest)) => EVENT_OBJECTS.contains(&root) && !rest.is_empty(),
+        None => EVENT_FIELDS.contains(&path) || EVENT_OBJECTS.contains(&path),
+    }
+}
+
+/// The span of the `[ingest.<name>]` header, or of `needle` inside that table when given.
+pub fn ingest_span(text: &str, file: FileId, name: &str, needle: Option<&str>) -> Span {
+    let header = [format!("[ingest.{name}"), format!("[ingest.\"{name}\"")]
+        .into_iter()
+        .find_map(|h| text.find(&h).map(|i| (i, h.len())));
+    let Some((start, len)) = header else {
+        return locate(text, file, name);
+    };
+    if let Some(needle) = needle {
+        // A key at the start of a line first (`ts = …`, not the `ts` inside `events`).
+        let at_line_start = text[start..]
+            .find(&format!("\n{needle}"))
+            .map(|i| i + 1)
+            .or_else(|| text[start..].find(needle));
+        if let Some(i) = at_line_start {
+            return Span::new(file, start + i, start + i + needle.len());
+        }
+    }
+    let end = text[start..]
+        .find(']')
+        .map_or(start + len, |i| start + i + 1);
+    Span::new(file, start, end)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,7 +160,7 @@ pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Box<
             None => diag,
         };
         diag
-            .with_note("cdp.toml has a [project] table (name, storage, as_of) and one [sources.<name>] table per source (path, format, table)")
+            .with_note("cdp.toml has a [project] table (name, storage, as_of), one [sources.<name>] table per source (path, format, table), and optionally [ingest.<source>] tables (calls, events, columns) that map tracking-API events to a source's rows")
     })
     .map_err(Box::new)?;
     if let Some(as_of) = &config.project.as_of {
@@ -114,6 +195,36 @@ pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Box<
                 )
                 .with_help("add `format = \"csv\"`, `\"parquet\"` or `\"jsonl\"`"),
             ));
+        }
+    }
+    for (name, mapping) in &config.ingest {
+        for call in mapping.calls.iter().flatten() {
+            if !CALLS.contains(&call.as_str()) {
+                return Err(Box::new(
+                    Diagnostic::error(
+                        "config",
+                        ingest_span(text, file, name, Some(&format!("\"{call}\""))),
+                        format!("`{call}` is not a tracking call"),
+                    )
+                    .with_suggestion(call, CALLS.iter().copied()),
+                ));
+            }
+        }
+        for (column, path) in &mapping.columns {
+            if !is_event_field(path) {
+                return Err(Box::new(
+                    Diagnostic::error(
+                        "config",
+                        ingest_span(text, file, name, Some(&format!("\"{path}\""))),
+                        format!("column `{column}` reads `{path}`, which is not a field of a tracking event"),
+                    )
+                    .with_help(format!(
+                        "use one of {}, or a path below {} (`properties.amount`)",
+                        EVENT_FIELDS.join(", "),
+                        EVENT_OBJECTS.join(", ")
+                    )),
+                ));
+            }
         }
     }
     Ok(config)
@@ -228,6 +339,29 @@ mod tests {
         assert_eq!(parse_timestamp("2023-02-29"), None);
         assert_eq!(parse_timestamp("2024-13-01"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn ingest_mappings_name_tracking_calls_and_event_fields() {
+        let mut map = SourceMap::new();
+        let text = "[project]\nname = \"x\"\n[ingest.orders]\ncalls = [\"track\", \"pageview\"]\n[ingest.orders.columns]\nid = \"messageId\"\n";
+        let id = map.add("cdp.toml", text);
+        let err = parse_config(&map, id).unwrap_err();
+        assert_eq!(err.message, "`pageview` is not a tracking call");
+        assert_eq!(map.get(id).line_col(err.span.start as usize), (4, 19));
+
+        let text = "[project]\nname = \"x\"\n[ingest.orders]\n[ingest.orders.columns]\nid = \"messageId\"\namount = \"props.total\"\n";
+        let id = map.add("cdp2.toml", text);
+        let err = parse_config(&map, id).unwrap_err();
+        assert!(
+            err.message.contains("`props.total`, which is not a field"),
+            "{}",
+            err.message
+        );
+        assert_eq!(map.get(id).line_col(err.span.start as usize).0, 6);
+
+        assert!(is_event_field("context.page.url") && is_event_field("userId"));
+        assert!(!is_event_field("properties.") && !is_event_field("user_id"));
     }
 
     #[test]

@@ -180,6 +180,35 @@ pub fn normalize(
     Ok(Value::Object(out))
 }
 
+/// The rows an event becomes: one per source whose `[ingest.<source>]` mapping takes it, with
+/// every mapped column (null where the event lacks the field).
+pub fn rows(
+    ingest: &std::collections::BTreeMap<String, cdp_compiler::config::IngestMapping>,
+    event: &Value,
+) -> Vec<(String, Map<String, Value>)> {
+    let call = event["type"].as_str().unwrap_or_default();
+    let name = event["event"].as_str();
+    ingest
+        .iter()
+        .filter(|(_, m)| m.takes(call, name))
+        .map(|(source, m)| {
+            let row = m
+                .columns
+                .iter()
+                .map(|(column, path)| {
+                    let value = path
+                        .split('.')
+                        .try_fold(event, |v, part| v.get(part))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    (column.clone(), value)
+                })
+                .collect();
+            (source.clone(), row)
+        })
+        .collect()
+}
+
 /// The ingest side of the stream: the log and the messageIds it holds.
 pub struct Ingest {
     log: EventLog,
@@ -428,6 +457,59 @@ mod tests {
             }
         );
         assert_eq!(ingest.log().read_from(0).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn events_become_rows_of_the_sources_that_map_them() {
+        let toml = r#"
+            [project]
+            name = "x"
+            [ingest.orders]
+            calls = ["track"]
+            events = ["Order Completed"]
+            [ingest.orders.columns]
+            order_id = "properties.order_id"
+            order_ts = "timestamp"
+            amount = "properties.total"
+            country = "context.location.country"
+            [ingest.visits]
+            calls = ["page", "screen"]
+            [ingest.visits.columns]
+            cookie = "anonymousId"
+            kind = "type"
+        "#;
+        let config: cdp_compiler::config::ProjectConfig = toml::from_str(toml).unwrap();
+        let order = norm(
+            Some("track"),
+            json!({"userId": "C1", "event": "Order Completed", "messageId": "m",
+                   "properties": {"order_id": "O-1", "total": 20.5},
+                   "context": {"location": {"country": "DE"}}}),
+        )
+        .unwrap();
+        let rows = rows(&config.ingest, &order);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, "orders");
+        assert_eq!(
+            Value::Object(rows[0].1.clone()),
+            json!({"order_id": "O-1", "order_ts": "2024-06-01T12:00:10.000Z", "amount": 20.5,
+                   "country": "DE"})
+        );
+        let other = norm(
+            Some("track"),
+            json!({"userId": "C1", "event": "Cart Viewed"}),
+        )
+        .unwrap();
+        assert!(
+            super::rows(&config.ingest, &other).is_empty(),
+            "not a taken event name"
+        );
+        let page = norm(Some("page"), json!({"anonymousId": "k"})).unwrap();
+        let rows = super::rows(&config.ingest, &page);
+        assert_eq!(rows[0].0, "visits");
+        assert_eq!(
+            Value::Object(rows[0].1.clone()),
+            json!({"cookie": "k", "kind": "page"})
+        );
     }
 
     #[test]

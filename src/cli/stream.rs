@@ -2,7 +2,8 @@
 //! message with its `type` per line, as the tracking API's `/v1/batch` takes them) into the
 //! project's durable event log, with the same checks and `messageId` de-duplication as the
 //! server. A line that is not a valid event is reported with its line number and reason and
-//! not written; the others are. Exits 1 when any line was refused.
+//! not written; the others are. Prints how many rows of which sources the good events are
+//! (per the `[ingest.<source>]` mappings of cdp.toml). Exits 1 when any line was refused.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -31,10 +32,12 @@ pub fn run(dir: &Path, from: &Path, out: &mut dyn Write, err: &mut dyn Write) ->
     let received_at = chrono::Utc::now();
     let mut total = Accepted::default();
     let mut refused = 0usize;
+    let mut per_source: std::collections::BTreeMap<String, usize> = Default::default();
     let mut chunk: Vec<(usize, Value)> = Vec::new();
     let flush = |chunk: &mut Vec<(usize, Value)>,
                  total: &mut Accepted,
                  refused: &mut usize,
+                 per_source: &mut std::collections::BTreeMap<String, usize>,
                  err: &mut dyn Write|
      -> Outcome {
         // Each line is checked alone first, so that one bad line refuses only itself.
@@ -43,7 +46,12 @@ pub fn run(dir: &Path, from: &Path, out: &mut dyn Write, err: &mut dyn Write) ->
             match cdp_runtime::tracking::normalize(None, &message, received_at, &mut || {
                 String::new()
             }) {
-                Ok(_) => good.push(message),
+                Ok(event) => {
+                    for (source, _) in cdp_runtime::tracking::rows(&config.ingest, &event) {
+                        *per_source.entry(source).or_default() += 1;
+                    }
+                    good.push(message)
+                }
                 Err(reason) => {
                     *refused += 1;
                     writeln!(err, "{}:{line}: {reason}", from.display())?;
@@ -86,10 +94,10 @@ pub fn run(dir: &Path, from: &Path, out: &mut dyn Write, err: &mut dyn Write) ->
             }
         }
         if chunk.len() == CHUNK {
-            flush(&mut chunk, &mut total, &mut refused, err)?;
+            flush(&mut chunk, &mut total, &mut refused, &mut per_source, err)?;
         }
     }
-    flush(&mut chunk, &mut total, &mut refused, err)?;
+    flush(&mut chunk, &mut total, &mut refused, &mut per_source, err)?;
     writeln!(
         out,
         "{}: {} events written to {}, {} duplicates of logged messageIds, {} refused",
@@ -99,6 +107,18 @@ pub fn run(dir: &Path, from: &Path, out: &mut dyn Write, err: &mut dyn Write) ->
         total.duplicates,
         refused
     )?;
+    if per_source.is_empty() {
+        writeln!(
+            out,
+            "no event is a row of a source: map them with [ingest.<source>] tables in cdp.toml"
+        )?;
+    } else {
+        let rows: Vec<String> = per_source
+            .iter()
+            .map(|(source, n)| format!("{source} {n}"))
+            .collect();
+        writeln!(out, "rows of sources: {}", rows.join(", "))?;
+    }
     if refused > 0 {
         return Err(Failure::Reported);
     }

@@ -317,7 +317,7 @@ fn stream_from_a_file_writes_the_good_lines_and_names_the_bad_ones() {
             r#"{"type":"identify","userId":"C0001","traits":{"plan":"pro"},"messageId":"f-1"}"#,
             r#"{"type":"track","userId":"C0001","messageId":"f-2"}"#,
             "",
-            r#"{"type":"track","userId":"C0001","event":"Order Completed","messageId":"f-3"}"#,
+            r#"{"type":"track","userId":"C0001","event":"Order Completed","messageId":"f-3","properties":{"order_id":"O-9","total":12.5,"status":"completed"}}"#,
             "{oops",
             r#"{"type":"page","anonymousId":"c-1","messageId":"f-1"}"#,
         ]
@@ -336,6 +336,11 @@ fn stream_from_a_file_writes_the_good_lines_and_names_the_bad_ones() {
     assert!(stderr.contains(&format!("{f}:5: not JSON")), "{stderr}");
     assert!(
         String::from_utf8_lossy(&first.stdout).contains("2 events written"),
+        "{}",
+        text(&first)
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("rows of sources: orders 1, web_events 1"),
         "{}",
         text(&first)
     );
@@ -361,4 +366,32 @@ fn stream_from_a_file_writes_the_good_lines_and_names_the_bad_ones() {
         "{}",
         text(&busy)
     );
+}
+
+#[test]
+fn ingest_mappings_are_checked_against_the_sources() {
+    let (_tmp, dir, _) = project();
+    let toml = dir.join("cdp.toml");
+    let original = std::fs::read_to_string(&toml).unwrap();
+    let broken = original
+        .replace("url = \"properties.url\"", "path = \"properties.url\"")
+        .replace("order_id = \"properties.order_id\"\n", "");
+    std::fs::write(&toml, &broken).unwrap();
+    let check = cdp(&["check", dir.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    let stderr = text(&check);
+    assert!(
+        stderr.contains("source `web_events` has no column `path`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("leave its key column `order_id` empty"),
+        "{stderr}"
+    );
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("path = \"properties"))
+        .unwrap()
+        + 1;
+    assert!(stderr.contains(&format!("cdp.toml:{line}:1")), "{stderr}");
 }
