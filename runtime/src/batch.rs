@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cdp_compiler::config::ProjectConfig;
+use cdp_compiler::config::{DataFormat, IngestMapping, ProjectConfig};
 use cdp_compiler::ir;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
@@ -146,7 +146,17 @@ impl BatchEngine {
             })?;
             let files = SourceFiles::from_binding(root, &source.meta.name, binding)?;
             let schema = source_schema(source)?;
-            let read = read_source_with(source, &files, mode)?;
+            let mut read = read_source_with(source, &files, mode)?;
+            if let Some(mapping) = config.ingest.get(&source.meta.name) {
+                let storage = root.join(&config.project.storage);
+                let tracked = tracked_rows(&storage, &source.meta.name, mapping)?;
+                if let Some(path) = tracked {
+                    let files = SourceFiles::new(DataFormat::Jsonl, vec![path]);
+                    let more = read_source_with(source, &files, mode)?;
+                    read.batches.extend(more.batches);
+                    read.rejects.extend(more.rejects);
+                }
+            }
             let rows = read.rows();
             self.register_batches(&source.table, schema, read.batches)?;
             loaded.push(LoadReport {
@@ -443,6 +453,42 @@ fn create_query<'a>(sql: &'a str, table: &str) -> Option<&'a str> {
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The rows the tracking API's logged events give `source`, written as JSON lines to
+/// `<storage>/stream/rows/<source>.jsonl` for the loader (which checks them like any file);
+/// `None` when no logged event is a row of it.
+fn tracked_rows(
+    storage: &Path,
+    source: &str,
+    mapping: &IngestMapping,
+) -> Result<Option<std::path::PathBuf>> {
+    let log = crate::eventlog::EventLog::path(storage);
+    let records = crate::eventlog::read_all(&log).map_err(Error::Internal)?;
+    let mapping = std::collections::BTreeMap::from([(source.to_string(), mapping.clone())]);
+    let mut lines = Vec::new();
+    for record in records {
+        let event: serde_json::Value =
+            serde_json::from_slice(&record).map_err(|e| Error::File {
+                path: log.clone(),
+                message: format!("a logged event is not JSON: {e}"),
+            })?;
+        for (_, row) in crate::tracking::rows(&mapping, &event) {
+            lines.extend(serde_json::to_vec(&row).unwrap_or_default());
+            lines.push(b'\n');
+        }
+    }
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let dir = storage.join("stream").join("rows");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::File {
+        path: dir.clone(),
+        message: e.to_string(),
+    })?;
+    let path = dir.join(format!("{source}.jsonl"));
+    crate::store::write_atomic(&path, &lines)?;
+    Ok(Some(path))
 }
 
 #[cfg(test)]

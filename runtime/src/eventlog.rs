@@ -207,6 +207,23 @@ impl EventLog {
     }
 }
 
+/// Every whole record of the log at `path`, without taking it: for readers in other processes
+/// (`cdp run` while the server appends). A record being written is not read; no file, no records.
+pub fn read_all(path: &Path) -> LogResult<Vec<Vec<u8>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(path, e)),
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(payload) = record_at(&bytes, at) {
+        at += HEADER + payload.len();
+        out.push(payload.to_vec());
+    }
+    Ok(out)
+}
+
 /// The payload of a whole, intact record starting at `at`.
 fn record_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
     let header = bytes.get(at..at + HEADER)?;

@@ -1294,6 +1294,14 @@ pub fn parse_date(text: &str) -> Result<i32, String> {
 /// `2024-11-03 14:22:05[.ffffff]` (or with a `T`, or a bare date) as microseconds since the epoch.
 pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     let bad = || "is not a timestamp (like 2024-11-03 14:22:05)".to_string();
+    // With a zone (`2024-11-03T14:22:05.120Z`, `…+01:00`): the UTC time it names.
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        let utc = t.naive_utc().and_utc();
+        if utc.timestamp_subsec_nanos() % 1000 != 0 {
+            return Err("is more precise than microseconds".into());
+        }
+        return Ok(utc.timestamp_micros());
+    }
     let parsed = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
         .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
         .or_else(|_| {

@@ -395,3 +395,71 @@ fn ingest_mappings_are_checked_against_the_sources() {
         + 1;
     assert!(stderr.contains(&format!("cdp.toml:{line}:1")), "{stderr}");
 }
+
+/// One value of a profile as `cdp profile --format json` shows it.
+fn profile_value(dir: &Path, key: &str, name: &str) -> Value {
+    let o = cdp(&[
+        "profile",
+        key,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+    p["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no value {name} in {p:#}"))["value"]
+        .clone()
+}
+
+#[test]
+fn tracked_events_are_rows_of_the_next_run() {
+    let (_tmp, dir, key) = project();
+    let d = dir.to_str().unwrap();
+    let run = cdp(&["run", d]);
+    assert!(run.status.success(), "{}", text(&run));
+    // C0001's lifetime value as of 2024-12-01, summed by hand from orders.csv.
+    assert_eq!(
+        profile_value(&dir, "customer_id=C0001", "lifetime_value"),
+        json!("2134.19")
+    );
+
+    let server = Server::start(&dir);
+    // No sentAt: the time is taken as given (with sentAt, it would be corrected to now).
+    let order = json!({"userId": "c0001", "event": "Order Completed", "messageId": "o-1",
+        "timestamp": "2024-11-30T12:00:00Z",
+        "properties": {"order_id": "O-TRACKED", "total": 100.0, "status": "completed"}});
+    // The same order sent twice (a client retry) counts once; an event of another name is not
+    // an order.
+    for body in [
+        &order,
+        &order,
+        &json!({"userId": "C0001", "event": "Cart Viewed", "messageId": "o-2"}),
+    ] {
+        assert_eq!(
+            server
+                .send(
+                    "POST",
+                    "/v1/track",
+                    &basic(&key),
+                    body.to_string().as_bytes()
+                )
+                .0,
+            200
+        );
+    }
+    // The run reads the log while the server holds it.
+    let run = cdp(&["run", d]);
+    assert!(run.status.success(), "{}", text(&run));
+    drop(server);
+    assert_eq!(
+        profile_value(&dir, "customer_id=C0001", "lifetime_value"),
+        json!("2234.19"),
+        "the tracked order of 100 EUR on 2024-11-30 counts"
+    );
+}

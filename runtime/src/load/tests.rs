@@ -337,6 +337,10 @@ fn values_parse_strictly() {
     assert_eq!(parse_timestamp("1970-01-01 00:00:01"), Ok(1_000_000));
     assert_eq!(parse_timestamp("1970-01-01T00:00:00.5"), Ok(500_000));
     assert_eq!(parse_timestamp("1970-01-02"), Ok(86_400_000_000));
+    // With a zone: the UTC time it names.
+    assert_eq!(parse_timestamp("1970-01-01T00:00:01.250Z"), Ok(1_250_000));
+    assert_eq!(parse_timestamp("1970-01-01T01:00:01+01:00"), Ok(1_000_000));
+    assert!(parse_timestamp("1970-01-01T00:00:00.0000001Z").is_err());
     assert!(parse_timestamp("2024-13-01 00:00:00").is_err());
     assert!(parse_timestamp("1970-01-01 00:00:00.0000001").is_err());
     assert_eq!(parse_date("1970-01-11"), Ok(10));
