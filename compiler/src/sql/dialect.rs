@@ -126,7 +126,11 @@ impl Dialect {
             },
             Type::Bool => "BOOLEAN".into(),
             Type::Date => "DATE".into(),
-            Type::Timestamp => "TIMESTAMP".into(),
+            // Trino's bare TIMESTAMP has milliseconds; the others keep microseconds.
+            Type::Timestamp => match self {
+                Dialect::Trino => "TIMESTAMP(6)".into(),
+                _ => "TIMESTAMP".into(),
+            },
             Type::List(inner) => match self {
                 Dialect::Postgres | Dialect::DuckDb | Dialect::DataFusion => {
                     format!("{}[]", self.type_name(inner))
@@ -190,7 +194,7 @@ impl Dialect {
             Dialect::DataFusion => {
                 format!("CAST(date_part('epoch', CAST({x} AS TIMESTAMP)) AS {d})")
             }
-            Dialect::Trino => format!("to_unixtime(CAST({x} AS TIMESTAMP))"),
+            Dialect::Trino => format!("to_unixtime(CAST({x} AS TIMESTAMP(6)))"),
             // `unix_timestamp` drops the sub-second part; microseconds keep it.
             Dialect::Spark => format!("CAST(unix_micros(CAST({x} AS TIMESTAMP)) AS {d}) / 1000000"),
         }

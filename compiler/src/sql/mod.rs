@@ -379,7 +379,7 @@ impl<'p> Emitter<'p> {
         let timestamp = |e: &Expr| {
             let x = self.expr(e, scope);
             if e.ty == Type::Date {
-                format!("CAST({x} AS TIMESTAMP)")
+                format!("CAST({x} AS {})", self.d.type_name(&Type::Timestamp))
             } else {
                 x
             }
@@ -418,10 +418,10 @@ impl<'p> Emitter<'p> {
     fn operands(&self, l: &Expr, r: &Expr, scope: &Scope) -> (String, String) {
         let (mut ls, mut rs) = (self.expr(l, scope), self.expr(r, scope));
         if l.ty == Type::Date && r.ty == Type::Timestamp {
-            ls = format!("CAST({ls} AS TIMESTAMP)");
+            ls = format!("CAST({ls} AS {})", self.d.type_name(&Type::Timestamp));
         }
         if r.ty == Type::Date && l.ty == Type::Timestamp {
-            rs = format!("CAST({rs} AS TIMESTAMP)");
+            rs = format!("CAST({rs} AS {})", self.d.type_name(&Type::Timestamp));
         }
         (ls, rs)
     }
@@ -541,7 +541,7 @@ impl<'p> Emitter<'p> {
                 let col = &self.p.sources[source.index()].columns[t.index()];
                 let c = format!("{alias}.{}", self.q(&col.name));
                 if col.ty == Type::Date {
-                    format!("CAST({c} AS TIMESTAMP)")
+                    format!("CAST({c} AS {})", self.d.type_name(&Type::Timestamp))
                 } else {
                     c
                 }
@@ -1293,7 +1293,11 @@ impl<'p> Emitter<'p> {
             let s = &self.p.sources[beh.source.index()];
             let time = &s.columns[beh.time.index()];
             let time_col = if time.ty == Type::Date {
-                format!("CAST({} AS TIMESTAMP)", self.q(&time.name))
+                format!(
+                    "CAST({} AS {})",
+                    self.q(&time.name),
+                    self.d.type_name(&Type::Timestamp)
+                )
             } else {
                 self.q(&time.name)
             };
