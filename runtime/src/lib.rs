@@ -3,6 +3,7 @@
 //! [`Program`] on Apache DataFusion as a workflow ([`workflow`]), with identity resolved natively
 //! ([`identity`], [`native`]), committing to the offline store ([`store`]).
 
+pub mod activate;
 pub mod batch;
 pub mod error;
 pub mod eventlog;

@@ -49,6 +49,9 @@ pub struct App {
     registry: Mutex<()>,
     /// The tracking API's durable event log (held: one writer per project).
     ingest: Arc<cdp_runtime::tracking::Ingest>,
+    /// The stream's own database (`<storage>/stream/state`): the webhook outbox.
+    stream_db: sled::Db,
+    outbox: Arc<cdp_runtime::webhook::Outbox>,
 }
 
 impl App {
@@ -69,6 +72,9 @@ impl App {
             OnlineStore::open_waiting(&cdp_runtime::online::path(&storage), Duration::from_secs(5))
                 .map_err(|e| e.to_string())?;
         let ingest = cdp_runtime::tracking::Ingest::open(&storage)?;
+        let state = storage.join("stream").join("state");
+        let stream_db = sled::open(&state).map_err(|e| format!("{}: {e}", state.display()))?;
+        let outbox = cdp_runtime::webhook::Outbox::open(&stream_db)?;
         Ok(App {
             dir: dir.to_path_buf(),
             keys_stamp: Mutex::new(modified(&auth::keys_path(&storage))),
@@ -80,6 +86,8 @@ impl App {
             normalizer: Mutex::new(None),
             registry: Mutex::new(()),
             ingest: Arc::new(ingest),
+            stream_db,
+            outbox: Arc::new(outbox),
         })
     }
 
@@ -208,8 +216,45 @@ impl App {
                     Err(e) => done.push(format!("online store: sync failed: {e}")),
                 }
             }
+            // The webhooks the latest run's journeys fired, once the store has its profiles.
+            if let (Ok(Some(run)), Some(catalog)) = (storage.latest(), self.catalog()) {
+                if online.run().ok().flatten().as_deref() == Some(run.run.as_str()) {
+                    let queued = cdp_runtime::activate::queue_run(
+                        &self.stream_db,
+                        &self.outbox,
+                        &storage,
+                        &run,
+                        &catalog.project,
+                        &online,
+                        chrono::Utc::now().timestamp_millis(),
+                    );
+                    match queued {
+                        Ok(0) => {}
+                        Ok(n) => done.push(format!(
+                            "webhooks: {n} deliveries queued for run {}",
+                            run.run
+                        )),
+                        Err(e) => done.push(format!("webhooks: {e}")),
+                    }
+                }
+            }
         }
         done
+    }
+
+    /// Delivers the webhooks that are due; returns what it did, for the log.
+    fn deliver(&self, post: &dyn cdp_runtime::webhook::Post) -> Option<String> {
+        match self
+            .outbox
+            .deliver_due(post, chrono::Utc::now().timestamp_millis(), 100)
+        {
+            Ok(r) if r == cdp_runtime::webhook::Report::default() => None,
+            Ok(r) => Some(format!(
+                "webhooks: {} delivered, {} to retry, {} set aside",
+                r.delivered, r.retried, r.set_aside
+            )),
+            Err(e) => Some(format!("webhooks: {e}")),
+        }
     }
 }
 
@@ -452,6 +497,19 @@ pub fn serve(dir: &Path, options: &Options, out: &mut dyn std::io::Write) -> Res
                     for line in lines {
                         eprintln!("{line}");
                     }
+                }
+            }
+        });
+        let sender = app.clone();
+        tokio::spawn(async move {
+            let post = Arc::new(cdp_runtime::webhook::HttpPost::new(Duration::from_secs(10)));
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (s, p) = (sender.clone(), post.clone());
+                if let Ok(Some(line)) =
+                    tokio::task::spawn_blocking(move || s.deliver(p.as_ref())).await
+                {
+                    eprintln!("{line}");
                 }
             }
         });

@@ -463,3 +463,140 @@ fn tracked_events_are_rows_of_the_next_run() {
         "the tracked order of 100 EUR on 2024-11-30 counts"
     );
 }
+
+/// What a webhook receiver got: (Idempotency-Key, JSON body) per request.
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A receiver on 127.0.0.1 that answers 200 and collects what it gets.
+fn webhook_receiver() -> (u16, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut key, mut line) = (0, String::new(), String::new());
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && !line.trim().is_empty() {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("idempotency-key:") {
+                    key = line["idempotency-key:".len()..].trim().to_string();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                sink.lock().unwrap().push((key, body));
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, received)
+}
+
+#[test]
+fn journey_activations_of_a_run_are_posted_to_their_webhooks_once() {
+    let (_tmp, dir, _) = project();
+    let (port, received) = webhook_receiver();
+    let activations = dir.join("activations.cdp");
+    let definitions = std::fs::read_to_string(&activations).unwrap().replace(
+        "https://esp.example.com",
+        &format!("http://127.0.0.1:{port}"),
+    );
+    std::fs::write(&activations, &definitions).unwrap();
+    // The activations that are webhooks, from their definitions.
+    let mut webhooks = Vec::new();
+    let mut current = None;
+    for line in definitions.lines() {
+        if let Some(rest) = line.strip_prefix("activation ") {
+            current = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line.trim_start().starts_with("to webhook") {
+            webhooks.extend(current.take());
+        }
+    }
+    let d = dir.to_str().unwrap();
+    let run = cdp(&["run", d]);
+    assert!(run.status.success(), "{}", text(&run));
+    // What the run fired: every row of the journeys' activation tables that is a webhook.
+    let storage = cdp_runtime::store::Storage::open(&dir.join(".cdp")).unwrap();
+    let latest = storage.latest().unwrap().unwrap();
+    let mut expected = Vec::new();
+    for t in latest
+        .tables
+        .iter()
+        .filter(|t| t.table.ends_with("_activations"))
+    {
+        for batch in storage.read(t).unwrap().1 {
+            use datafusion::arrow::array::AsArray;
+            use datafusion::arrow::datatypes::DataType;
+            let text = |name: &str| {
+                datafusion::arrow::compute::cast(
+                    batch.column_by_name(name).unwrap(),
+                    &DataType::Utf8,
+                )
+                .unwrap()
+            };
+            let (ids, names) = (text("canonical_id"), text("activation"));
+            let (ids, names) = (ids.as_string::<i32>(), names.as_string::<i32>());
+            for row in 0..batch.num_rows() {
+                if webhooks.iter().any(|w| w == names.value(row)) {
+                    expected.push((names.value(row).to_string(), ids.value(row).to_string()));
+                }
+            }
+        }
+    }
+    expected.sort();
+    assert!(
+        !expected.is_empty(),
+        "retail's journeys fire webhooks in its first run"
+    );
+
+    let server = Server::start(&dir);
+    let started = std::time::Instant::now();
+    while received.lock().unwrap().len() < expected.len() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{} of {} webhooks arrived",
+            received.lock().unwrap().len(),
+            expected.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(server);
+    let got = received.lock().unwrap().clone();
+    let mut delivered: Vec<(String, String)> = got
+        .iter()
+        .map(|(_, b)| {
+            (
+                b["activation"].as_str().unwrap().to_string(),
+                b["rows"][0]["canonical_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered, expected);
+    for (key, body) in &got {
+        let name = body["activation"].as_str().unwrap();
+        assert!(key.starts_with(&format!("cdp-{name}-")), "{key}");
+        assert_eq!(body["run"], latest.run.as_str());
+        assert!(body["rows"][0].get("primary_key").is_some(), "{body}");
+    }
+    if let Some((_, welcome)) = got.iter().find(|(_, b)| b["activation"] == "welcome_email") {
+        let row = &welcome["rows"][0];
+        for column in ["contact_email", "first_name", "country"] {
+            assert!(row.get(column).is_some(), "{column} in {welcome}");
+        }
+    }
+    // A restart does not send the run's webhooks again.
+    let _server = Server::start(&dir);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(received.lock().unwrap().len(), expected.len());
+}
