@@ -123,6 +123,8 @@ pub struct Outbox {
     db: sled::Db,
     pending: sled::Tree,
     set_aside: sled::Tree,
+    /// Activation name → deliveries the receiver accepted.
+    delivered: sled::Tree,
 }
 
 pub type OutboxResult<T> = std::result::Result<T, String>;
@@ -137,6 +139,7 @@ impl Outbox {
             db: db.clone(),
             pending: db.open_tree("webhook_pending").map_err(storage)?,
             set_aside: db.open_tree("webhook_set_aside").map_err(storage)?,
+            delivered: db.open_tree("webhook_delivered").map_err(storage)?,
         })
     }
 
@@ -189,6 +192,21 @@ impl Outbox {
         Self::read(&self.set_aside).collect()
     }
 
+    /// How many deliveries of `activation` the receivers accepted.
+    pub fn delivered(&self, activation: &str) -> u64 {
+        self.delivered
+            .get(activation.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|b| b.as_ref().try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+    }
+
+    /// The deliveries still waiting, oldest first (at most `limit`).
+    pub fn pending(&self, limit: usize) -> OutboxResult<Vec<Pending>> {
+        Self::read(&self.pending).take(limit).collect()
+    }
+
     pub fn counts(&self) -> Counts {
         Counts {
             pending: self.pending.len(),
@@ -214,6 +232,14 @@ impl Outbox {
             let key = p.id.to_be_bytes();
             if done {
                 self.pending.remove(key).map_err(storage)?;
+                self.delivered
+                    .update_and_fetch(p.delivery.activation.as_bytes(), |n| {
+                        let n = n
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, u64::from_be_bytes);
+                        Some((n + 1).to_be_bytes().to_vec())
+                    })
+                    .map_err(storage)?;
                 report.delivered += 1;
             } else if retry && p.attempts < MAX_ATTEMPTS {
                 p.next_at_ms = now_ms + backoff_ms(p.attempts);
@@ -325,6 +351,8 @@ mod tests {
             .unwrap();
         assert_eq!(second.delivered, 1);
         assert_eq!(received.recv().unwrap().0, key1, "the same key on a retry");
+        assert_eq!(outbox.delivered("welcome_email"), 1);
+        assert_eq!(outbox.delivered("other"), 0);
         assert_eq!(outbox.counts(), Counts::default());
     }
 

@@ -106,6 +106,10 @@ impl App {
             .unwrap_or_else(|_| Arc::new(Keys::default()))
     }
 
+    pub fn outbox(&self) -> Arc<cdp_runtime::webhook::Outbox> {
+        self.outbox.clone()
+    }
+
     pub fn ingest(&self) -> Arc<cdp_runtime::tracking::Ingest> {
         self.ingest.clone()
     }

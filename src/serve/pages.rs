@@ -1046,6 +1046,7 @@ fn definition_page(app: &Shared, caller: &Caller, name: &str, query: &Definition
          <a href=\"#preview\">Preview</a></nav>",
     );
     body.push_str(&overview(&catalog, d));
+    body.push_str(&deliveries_section(app, &catalog, d));
     body.push_str(&lineage_section(&catalog, d));
     body.push_str(&section(
         "definition",
@@ -1127,6 +1128,70 @@ fn entity_of(project: &ir::Project, d: &Definition) -> Option<String> {
         .entities
         .get(id.index())
         .map(|e| e.meta.name.clone())
+}
+
+/// A webhook activation's deliveries: accepted, waiting (with the next attempt) and set aside
+/// (with the receiver's last answer). Other definitions: nothing.
+fn deliveries_section(app: &Shared, catalog: &Catalog, d: &Definition) -> String {
+    let webhook = catalog.project.activations.iter().any(|a| {
+        a.meta.name == d.name() && matches!(a.destination, ir::Destination::Webhook { .. })
+    });
+    if !webhook {
+        return String::new();
+    }
+    let outbox = app.outbox();
+    let mine = |list: Vec<cdp_runtime::webhook::Pending>| -> Vec<cdp_runtime::webhook::Pending> {
+        list.into_iter()
+            .filter(|p| p.delivery.activation == d.name())
+            .collect()
+    };
+    let pending = mine(outbox.pending(10_000).unwrap_or_default());
+    let aside = mine(outbox.set_aside().unwrap_or_default());
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default()
+    };
+    let mut body = format!(
+        "<div class=\"stats\">{}{}{}</div>",
+        stat("delivered", &outbox.delivered(d.name()).to_string()),
+        stat("waiting", &pending.len().to_string()),
+        stat("set aside", &aside.len().to_string()),
+    );
+    if pending.is_empty() && aside.is_empty() {
+        body.push_str(&empty(
+            "Nothing waits: every delivery queued so far was accepted by the receiver.",
+        ));
+    }
+    let rows = |list: &[cdp_runtime::webhook::Pending], next: bool| -> String {
+        list.iter()
+            .rev()
+            .take(20)
+            .map(|p| {
+                format!(
+                    "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&p.idempotency_key()),
+                    when(p.queued_at_ms),
+                    p.attempts,
+                    if next { when(p.next_at_ms) } else { String::new() },
+                    esc(p.last_error.as_deref().unwrap_or(""))
+                )
+            })
+            .collect()
+    };
+    for (id, title, list, next) in [
+        ("deliveries-waiting", "Waiting", &pending, true),
+        ("deliveries-set-aside", "Set aside", &aside, false),
+    ] {
+        if !list.is_empty() {
+            body.push_str(&format!(
+                "<h3>{title}</h3><table id=\"{id}\"><tr><th>Idempotency-Key</th><th>Queued</th>\
+                 <th>Attempts</th><th>Next attempt</th><th>Last answer</th></tr>{}</table>",
+                rows(list, next)
+            ));
+        }
+    }
+    section("deliveries", "Webhook deliveries", &body)
 }
 
 /// The charts of a definition, by kind.

@@ -559,6 +559,7 @@ fn journey_activations_of_a_run_are_posted_to_their_webhooks_once() {
         "retail's journeys fire webhooks in its first run"
     );
 
+    let admin = add_key(&dir, "ops", "admin");
     let server = Server::start(&dir);
     let started = std::time::Instant::now();
     while received.lock().unwrap().len() < expected.len() {
@@ -567,6 +568,25 @@ fn journey_activations_of_a_run_are_posted_to_their_webhooks_once() {
             "{} of {} webhooks arrived",
             received.lock().unwrap().len(),
             expected.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The activation's page counts what its receiver accepted.
+    let welcome = expected
+        .iter()
+        .filter(|(a, _)| a == "welcome_email")
+        .count();
+    let started = std::time::Instant::now();
+    loop {
+        let (status, page) = server.get("/d/welcome_email", &admin);
+        assert_eq!(status, 200);
+        let shown = format!("<b>{welcome}</b><span>delivered</span>");
+        if page.as_str().is_some_and(|p| p.contains(&shown)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{shown} not on the page"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
