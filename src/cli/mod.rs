@@ -464,6 +464,21 @@ pub(super) fn load(dir: &std::path::Path) -> Result<cdp_compiler::ProjectSources
     cdp_compiler::load_project(dir).map_err(|e| Failure::User(e.to_string()))
 }
 
+/// The project's `cdp.toml`; without one, the user is told that `command` needs it `for_what`.
+pub(super) fn project_config(
+    dir: &std::path::Path,
+    command: &str,
+    for_what: &str,
+) -> Result<cdp_compiler::config::ProjectConfig, Failure> {
+    let checked = cdp_compiler::check(&load(dir)?);
+    checked.config.ok_or_else(|| {
+        Failure::User(format!(
+            "{} has no cdp.toml: `cdp {command}` needs it {for_what}",
+            dir.display()
+        ))
+    })
+}
+
 /// "1 error", "3 errors": counts in messages read as English.
 fn plural(n: usize, word: &str) -> String {
     if n == 1 {

@@ -43,14 +43,7 @@ pub fn run(
     err: &mut dyn Write,
 ) -> Outcome {
     let (project, _) = lowered(dir, err)?;
-    let sources = super::load(dir)?;
-    let checked = cdp_compiler::check(&sources);
-    let config = checked.config.as_ref().ok_or_else(|| {
-        Failure::User(format!(
-            "{} has no cdp.toml: `cdp profile` needs it to know where the runs are stored",
-            dir.display()
-        ))
-    })?;
+    let config = &super::project_config(dir, "profile", "to know where the runs are stored")?;
     let root = dir.join(&config.project.storage);
     let no_run = || {
         Failure::User(format!(

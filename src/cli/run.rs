@@ -48,14 +48,7 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
     let started_at = now_text();
     let run_id = run_id();
     let (project, config_as_of) = lowered(dir, err)?;
-    let sources = super::load(dir)?;
-    let checked = cdp_compiler::check(&sources);
-    let config = checked.config.as_ref().ok_or_else(|| {
-        Failure::User(format!(
-            "{} has no cdp.toml: `cdp run` needs it to know where each source's data is",
-            dir.display()
-        ))
-    })?;
+    let config = &super::project_config(dir, "run", "to know where each source's data is")?;
     let as_of = as_of_micros(options.as_of.or(config_as_of.as_deref()))?;
     let as_of_text = format_micros(as_of);
     let program = sql::compile(&project, Dialect::DataFusion, as_of);

@@ -17,14 +17,7 @@ use super::{Failure, Outcome};
 const CHUNK: usize = 500;
 
 pub fn run(dir: &Path, from: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Outcome {
-    let sources = super::load(dir)?;
-    let checked = cdp_compiler::check(&sources);
-    let config = checked.config.as_ref().ok_or_else(|| {
-        Failure::User(format!(
-            "{} has no cdp.toml: `cdp stream` needs it to know where the project stores events",
-            dir.display()
-        ))
-    })?;
+    let config = &super::project_config(dir, "stream", "to know where the project stores events")?;
     let storage = dir.join(&config.project.storage);
     let ingest = Ingest::open(&storage).map_err(Failure::User)?;
     let file =

@@ -35,14 +35,8 @@ pub struct Options<'a> {
 pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Outcome {
     let started = Instant::now();
     let (project, config_as_of) = lowered(dir, err)?;
-    let sources = super::load(dir)?;
-    let checked = cdp_compiler::check(&sources);
-    let config = checked.config.as_ref().ok_or_else(|| {
-        Failure::User(format!(
-            "{} has no cdp.toml: `cdp training-set` needs it to know where each source's data is",
-            dir.display()
-        ))
-    })?;
+    let config =
+        &super::project_config(dir, "training-set", "to know where each source's data is")?;
     let entity = pick_entity(&project, options.entity)?;
     let as_of = as_of_micros(options.as_of.or(config_as_of.as_deref()))?;
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::copy_project;
+use crate::support::retail_copy;
 use serde_json::{json, Value};
 
 /// The WebDriver name of an element reference.
@@ -409,12 +409,7 @@ fn pages_in_a_real_browser() {
 
     // A project applied twice, with a segment rule changed in between, and run at two as-of
     // times, so the segment has two versions and two points of population.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("retail");
-    copy_project(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/retail"),
-        &dir,
-    );
+    let (_tmp, dir) = retail_copy();
     let d = dir.to_str().unwrap();
     cdp(&["apply", d, "--yes", "-m", "first version"]);
     let segments = dir.join("segments.cdp");

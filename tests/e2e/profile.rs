@@ -14,7 +14,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use serde_json::Value;
 
-use crate::support::{cdp, copy_project, retail_copy, text};
+use crate::support::{cdp, copy_project, profile_json, profile_value as value, retail_copy, text};
 
 fn run(dir: &Path) -> String {
     let o = cdp(&["run", dir.to_str().unwrap()]);
@@ -24,29 +24,6 @@ fn run(dir: &Path) -> String {
 
 fn profile(dir: &Path, key: &str) -> Output {
     cdp(&["profile", key, "--dir", dir.to_str().unwrap()])
-}
-
-fn profile_json(dir: &Path, key: &str) -> Value {
-    let o = cdp(&[
-        "profile",
-        key,
-        "--dir",
-        dir.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-/// A profile value as JSON, by name.
-fn value<'a>(p: &'a Value, name: &str) -> &'a Value {
-    p["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .unwrap_or_else(|| panic!("no value {name} in {p:#}"))
 }
 
 fn segments(p: &Value) -> Vec<&str> {

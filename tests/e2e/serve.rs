@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{cdp, copy_project};
+use crate::support::{cdp, retail_copy};
 use serde_json::{json, Value};
 
 /// A running `cdp serve`, killed when dropped.
@@ -159,12 +159,7 @@ fn dechunk(body: &str) -> String {
 
 /// A copy of examples/retail, run once, with a read key and an admin key with the pii right.
 fn served_retail() -> (tempfile::TempDir, PathBuf, String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("retail");
-    copy_project(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/retail"),
-        &dir,
-    );
+    let (tmp, dir) = retail_copy();
     let d = dir.to_str().unwrap();
     let run = cdp(&["run", d]);
     assert!(

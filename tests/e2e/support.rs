@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::Value;
+
 /// Runs the `cdp` binary built for these tests; the caller checks the status.
 pub fn cdp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cdp"))
@@ -49,4 +51,28 @@ pub fn retail_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tmp.path().join("retail");
     copy_project(&retail_dir(), &dir);
     (tmp, dir)
+}
+
+/// `cdp profile <key> --format json` of the project in `dir`.
+pub fn profile_json(dir: &Path, key: &str) -> Value {
+    let o = cdp(&[
+        "profile",
+        key,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// One value of a profile (as [`profile_json`] gives it), by name.
+pub fn profile_value<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no value {name} in {p:#}"))
 }

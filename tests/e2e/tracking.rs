@@ -12,7 +12,7 @@ use cdp_runtime::eventlog::EventLog;
 use serde_json::{json, Value};
 
 use crate::serve::Server;
-use crate::support::{cdp, retail_copy, text};
+use crate::support::{cdp, profile_json, profile_value, retail_copy, text};
 
 fn add_key(dir: &Path, name: &str, role: &str) -> String {
     let o = cdp(&[
@@ -396,27 +396,6 @@ fn ingest_mappings_are_checked_against_the_sources() {
     assert!(stderr.contains(&format!("cdp.toml:{line}:1")), "{stderr}");
 }
 
-/// One value of a profile as `cdp profile --format json` shows it.
-fn profile_value(dir: &Path, key: &str, name: &str) -> Value {
-    let o = cdp(&[
-        "profile",
-        key,
-        "--dir",
-        dir.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let p: Value = serde_json::from_slice(&o.stdout).unwrap();
-    p["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .unwrap_or_else(|| panic!("no value {name} in {p:#}"))["value"]
-        .clone()
-}
-
 #[test]
 fn tracked_events_are_rows_of_the_next_run() {
     let (_tmp, dir, key) = project();
@@ -425,7 +404,7 @@ fn tracked_events_are_rows_of_the_next_run() {
     assert!(run.status.success(), "{}", text(&run));
     // C0001's lifetime value as of 2024-12-01, summed by hand from orders.csv.
     assert_eq!(
-        profile_value(&dir, "customer_id=C0001", "lifetime_value"),
+        profile_value(&profile_json(&dir, "customer_id=C0001"), "lifetime_value")["value"],
         json!("2134.19")
     );
 
@@ -458,7 +437,7 @@ fn tracked_events_are_rows_of_the_next_run() {
     assert!(run.status.success(), "{}", text(&run));
     drop(server);
     assert_eq!(
-        profile_value(&dir, "customer_id=C0001", "lifetime_value"),
+        profile_value(&profile_json(&dir, "customer_id=C0001"), "lifetime_value")["value"],
         json!("2234.19"),
         "the tracked order of 100 EUR on 2024-11-30 counts"
     );
