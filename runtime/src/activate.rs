@@ -1,3 +1,6 @@
+//! What the server hands on from a committed run: its segment entries and exits to the
+//! transition log ([`log_segment_changes`]), and its webhook activations to the outbox.
+//!
 //! Webhook activations of a committed run: each profile a journey's `activate` step fired for
 //! in the run (the `<journey>_activations` tables) becomes one POST to the activation's webhook,
 //! queued in the [`Outbox`] (delivered at least once, see [`crate::webhook`]).
@@ -16,6 +19,7 @@ use cdp_compiler::ir;
 use crate::error::{Error, Result};
 use crate::online::OnlineStore;
 use crate::store::{Manifest, Storage};
+use crate::transitions::{Transition, TransitionLog, What};
 use crate::webhook::{Delivery, Outbox};
 
 /// Queues the webhook deliveries of `run`'s fired activations; returns how many were queued
@@ -108,6 +112,83 @@ pub fn queue_run(
         .map_err(|e| err(e.to_string()))?;
     db.flush().map_err(|e| err(e.to_string()))?;
     Ok(count)
+}
+
+/// Appends `run`'s segment entries and exits (`<entity>_segment_history`) to the transition
+/// log, once per run; returns how many were appended (0 when the run was logged before).
+pub fn log_segment_changes(
+    db: &sled::Db,
+    log: &TransitionLog,
+    storage: &Storage,
+    run: &Manifest,
+    project: &ir::Project,
+) -> Result<usize> {
+    let err = |e: String| Error::Internal(format!("logging the run's segment changes: {e}"));
+    let logged = db
+        .open_tree("transition_runs")
+        .map_err(|e| err(e.to_string()))?;
+    if logged
+        .contains_key(run.run.as_bytes())
+        .map_err(|e| err(e.to_string()))?
+    {
+        return Ok(0);
+    }
+    let mut transitions = Vec::new();
+    for entity in &project.entities {
+        let table = crate::history::table(&entity.meta.name);
+        let Some(stored) = run.tables.iter().find(|t| t.table == table) else {
+            continue;
+        };
+        for batch in storage.read(stored)?.1 {
+            let text = |name: &str| -> Result<_> {
+                let column = batch
+                    .column_by_name(name)
+                    .ok_or_else(|| err(format!("{table} has no column {name}")))?;
+                datafusion::arrow::compute::cast(column, &DataType::Utf8)
+                    .map_err(|e| err(format!("{table}.{name}: {e}")))
+            };
+            let (ids, segments, changes, at) = (
+                text("canonical_id")?,
+                text("segment")?,
+                text("change")?,
+                text("at")?,
+            );
+            let (ids, segments) = (ids.as_string::<i32>(), segments.as_string::<i32>());
+            let (changes, at) = (changes.as_string::<i32>(), at.as_string::<i32>());
+            for row in 0..batch.num_rows() {
+                if ids.is_null(row) || segments.is_null(row) || changes.is_null(row) {
+                    continue;
+                }
+                let segment = segments.value(row).to_string();
+                let what = match changes.value(row) {
+                    "enter" => What::SegmentEnter { segment },
+                    _ => What::SegmentExit {
+                        segment,
+                        by_time: false,
+                    },
+                };
+                let at_ms = (!at.is_null(row))
+                    .then(|| crate::load::parse_timestamp(at.value(row)).ok())
+                    .flatten()
+                    .map_or(0, |micros| micros / 1000);
+                transitions.push(Transition {
+                    at_ms,
+                    entity: entity.meta.name.clone(),
+                    profile: ids.value(row).to_string(),
+                    what,
+                });
+            }
+        }
+    }
+    log.append(&transitions).map_err(err)?;
+    logged
+        .insert(
+            run.run.as_bytes(),
+            &(transitions.len() as u64).to_be_bytes(),
+        )
+        .map_err(|e| err(e.to_string()))?;
+    db.flush().map_err(|e| err(e.to_string()))?;
+    Ok(transitions.len())
 }
 
 /// One profile as an activation exports it: canonical id, primary key, then its columns.

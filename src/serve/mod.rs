@@ -52,6 +52,8 @@ pub struct App {
     /// The stream's own database (`<storage>/stream/state`): the webhook outbox.
     stream_db: sled::Db,
     outbox: Arc<cdp_runtime::webhook::Outbox>,
+    /// Segment entries and exits (and, with the stream, journey steps), newest first on pages.
+    transitions: Arc<cdp_runtime::transitions::TransitionLog>,
 }
 
 impl App {
@@ -75,6 +77,7 @@ impl App {
         let state = storage.join("stream").join("state");
         let stream_db = sled::open(&state).map_err(|e| format!("{}: {e}", state.display()))?;
         let outbox = cdp_runtime::webhook::Outbox::open(&stream_db)?;
+        let transitions = cdp_runtime::transitions::TransitionLog::open(&stream_db)?;
         Ok(App {
             dir: dir.to_path_buf(),
             keys_stamp: Mutex::new(modified(&auth::keys_path(&storage))),
@@ -88,6 +91,7 @@ impl App {
             ingest: Arc::new(ingest),
             stream_db,
             outbox: Arc::new(outbox),
+            transitions: Arc::new(transitions),
         })
     }
 
@@ -104,6 +108,10 @@ impl App {
             .read()
             .map(|k| k.clone())
             .unwrap_or_else(|_| Arc::new(Keys::default()))
+    }
+
+    pub fn transitions(&self) -> Arc<cdp_runtime::transitions::TransitionLog> {
+        self.transitions.clone()
     }
 
     pub fn outbox(&self) -> Arc<cdp_runtime::webhook::Outbox> {
@@ -239,6 +247,21 @@ impl App {
                             run.run
                         )),
                         Err(e) => done.push(format!("webhooks: {e}")),
+                    }
+                    let logged = cdp_runtime::activate::log_segment_changes(
+                        &self.stream_db,
+                        &self.transitions,
+                        &storage,
+                        &run,
+                        &catalog.project,
+                    );
+                    match logged {
+                        Ok(0) => {}
+                        Ok(n) => done.push(format!(
+                            "transitions: {n} segment changes of run {}",
+                            run.run
+                        )),
+                        Err(e) => done.push(format!("transitions: {e}")),
                     }
                 }
             }

@@ -1047,6 +1047,7 @@ fn definition_page(app: &Shared, caller: &Caller, name: &str, query: &Definition
     );
     body.push_str(&overview(&catalog, d));
     body.push_str(&deliveries_section(app, &catalog, d));
+    body.push_str(&transitions_section(app, d));
     body.push_str(&lineage_section(&catalog, d));
     body.push_str(&section(
         "definition",
@@ -1192,6 +1193,48 @@ fn deliveries_section(app: &Shared, catalog: &Catalog, d: &Definition) -> String
         }
     }
     section("deliveries", "Webhook deliveries", &body)
+}
+
+/// A segment's latest entries and exits from the transition log, newest first.
+fn transitions_section(app: &Shared, d: &Definition) -> String {
+    if d.kind() != "segment" {
+        return String::new();
+    }
+    let recent = app
+        .transitions()
+        .recent(Some(d.name()), 20)
+        .unwrap_or_default();
+    if recent.is_empty() {
+        return section(
+            "transitions",
+            "Latest entries and exits",
+            &empty("No entry or exit recorded yet: they are logged when a run is served."),
+        );
+    }
+    let rows: String = recent
+        .iter()
+        .map(|l| {
+            let (change, class) = match &l.transition.what {
+                cdp_runtime::transitions::What::SegmentEnter { .. } => ("entered", "add"),
+                _ => ("left", "del"),
+            };
+            let at = chrono::DateTime::from_timestamp_millis(l.transition.at_ms)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            format!(
+                "<tr class=\"{class}\"><td>{at}</td><td><a class=\"mono\" href=\"/profile?entity={e}&key=canonical_id&value={id}\">{id}</a></td><td>{change}</td></tr>",
+                e = esc(&l.transition.entity),
+                id = esc(&l.transition.profile),
+            )
+        })
+        .collect();
+    section(
+        "transitions",
+        "Latest entries and exits",
+        &format!(
+            "<table id=\"transitions-table\"><tr><th>At</th><th>Profile</th><th>Change</th></tr>{rows}</table>"
+        ),
+    )
 }
 
 /// The charts of a definition, by kind.

@@ -569,6 +569,40 @@ fn journey_activations_of_a_run_are_posted_to_their_webhooks_once() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The run's segment entries are in the transition log, on the segment's page.
+    let entered = {
+        use datafusion::arrow::array::AsArray;
+        let history = latest
+            .tables
+            .iter()
+            .find(|t| t.table == "customer_segment_history")
+            .unwrap();
+        storage
+            .read(history)
+            .unwrap()
+            .1
+            .iter()
+            .map(|b| {
+                let segment = datafusion::arrow::compute::cast(
+                    b.column_by_name("segment").unwrap(),
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap();
+                let segment = segment.as_string::<i32>();
+                (0..b.num_rows())
+                    .filter(|&r| segment.value(r) == "high_value")
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    assert!(entered > 0);
+    let (_, page) = server.get("/d/high_value", &admin);
+    let page = page.as_str().unwrap_or_default();
+    assert!(
+        page.contains("id=\"transitions-table\""),
+        "no transitions table"
+    );
+    assert_eq!(page.matches("<td>entered</td>").count(), entered.min(20));
     drop(server);
     let got = received.lock().unwrap().clone();
     let mut delivered: Vec<(String, String)> = got
