@@ -492,6 +492,20 @@ pub fn serve(dir: &Path, options: &Options, out: &mut dyn std::io::Write) -> Res
     } else {
         None
     };
+    let log = app.ingest().log().recovery().clone();
+    let _ = writeln!(
+        out,
+        "event log: {} events from the tracking API{}",
+        log.records,
+        if log.truncated_bytes > 0 {
+            format!(
+                " ({} bytes of a write a crash cut short were dropped: never acknowledged)",
+                log.truncated_bytes
+            )
+        } else {
+            String::new()
+        }
+    );
     for line in app.refresh() {
         let _ = writeln!(out, "{line}");
     }
