@@ -16,6 +16,61 @@ pub struct ProjectConfig {
     /// Source name → which tracking-API events become its rows, and how.
     #[serde(default)]
     pub ingest: BTreeMap<String, IngestMapping>,
+    /// The streaming runtime's settings.
+    #[serde(default)]
+    pub stream: StreamSection,
+}
+
+/// `[stream]`: how the streaming runtime treats event time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSection {
+    /// How far behind the newest event time an event may arrive and still count: a number
+    /// with a unit, `30s`, `15m`, `1h`, `2d` (default `1h`). Later events are kept aside.
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness: String,
+}
+
+impl Default for StreamSection {
+    fn default() -> StreamSection {
+        StreamSection {
+            allowed_lateness: default_lateness(),
+        }
+    }
+}
+
+fn default_lateness() -> String {
+    "1h".to_string()
+}
+
+impl StreamSection {
+    /// The allowed lateness in milliseconds, or why the setting is not a duration.
+    pub fn allowed_lateness_ms(&self) -> Result<u64, String> {
+        parse_duration_ms(&self.allowed_lateness).ok_or_else(|| {
+            format!(
+                "[stream] allowed_lateness = \"{}\" is not a duration: write a number and a \
+                 unit, as \"30s\", \"15m\", \"1h\" or \"2d\"",
+                self.allowed_lateness
+            )
+        })
+    }
+}
+
+/// `30s`, `15m`, `1h`, `2d`, `0` → milliseconds.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits].parse().ok()?;
+    let unit = match t[digits..].trim() {
+        "" if n == 0 => 0,
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit)
 }
 
 /// The tracking API's call types.
@@ -226,6 +281,13 @@ pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Box<
                 ));
             }
         }
+    }
+    if let Err(message) = config.stream.allowed_lateness_ms() {
+        return Err(Box::new(Diagnostic::error(
+            "config",
+            locate(text, file, &config.stream.allowed_lateness),
+            message,
+        )));
     }
     Ok(config)
 }
