@@ -588,7 +588,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 const CHUNKS: usize = 64;
 
 /// The first 16 hexadecimal digits of the MD5 of `text`.
-fn md5_id(text: &str) -> [u8; 16] {
+pub(crate) fn md5_id(text: &str) -> [u8; 16] {
     let digest = Md5::digest(text.as_bytes());
     let mut hex = [0u8; 16];
     for (j, byte) in digest.iter().take(8).enumerate() {

@@ -16,6 +16,7 @@ pub mod program;
 pub mod schema;
 pub mod stats;
 pub mod store;
+pub mod stream;
 pub mod tracking;
 pub mod transitions;
 pub mod webhook;

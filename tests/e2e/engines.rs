@@ -192,7 +192,7 @@ pub fn run(engine: Engine, inputs: &[Input], program: &Program) -> Result<Outcom
     })
 }
 
-type Tables = BTreeMap<String, CanonTable>;
+pub type Tables = BTreeMap<String, CanonTable>;
 
 fn run_datafusion(inputs: &[Input], program: &Program) -> Result<(Vec<u32>, Tables), String> {
     let engine = BatchEngine::with_threads(2).map_err(|e| e.to_string())?;
@@ -209,6 +209,32 @@ fn run_datafusion(inputs: &[Input], program: &Program) -> Result<(Vec<u32>, Tabl
         tables.insert(name, canon);
     }
     Ok((report.loop_rounds, tables))
+}
+
+/// Runs programs one after the other on one DataFusion engine, so that each starts from the
+/// state the previous one left (id map, journey states): one [`compared_tables`] set per run.
+pub fn run_datafusion_in_turn(
+    inputs: &[Input],
+    programs: &[Program],
+) -> Result<Vec<Tables>, String> {
+    let engine = BatchEngine::with_threads(2).map_err(|e| e.to_string())?;
+    for input in inputs {
+        engine
+            .register_source(&input.source, &input.files)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut runs = Vec::new();
+    for program in programs {
+        engine.run(program).map_err(|e| e.to_string())?;
+        let mut tables = BTreeMap::new();
+        for name in compared_tables(program) {
+            let table = engine.table(&name).map_err(|e| e.to_string())?;
+            let canon = canon::arrow_table(&table).map_err(|e| format!("table `{name}`: {e}"))?;
+            tables.insert(name, canon);
+        }
+        runs.push(tables);
+    }
+    Ok(runs)
 }
 
 /// Runs the same program on every engine and panics with the differences when any two disagree

@@ -14,6 +14,7 @@ mod registry;
 mod rejects;
 mod run;
 mod serve;
+mod stream;
 mod support;
 mod tracking;
 mod training_set;

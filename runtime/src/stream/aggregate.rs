@@ -1,0 +1,249 @@
+//! The state of one keyed aggregate of one profile, as the streaming plan describes it
+//! (`cdp_compiler::stream::StateKind`): a running value for all-time aggregates, or the events
+//! of the window for windowed ones, pruned as they leave it. Every state merges with another
+//! (two profiles joined by identity) and gives the value the SQL gives at the as-of time.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
+
+use cdp_compiler::ir;
+use cdp_compiler::types::{Aggregate as AggFn, Type};
+
+use super::eval::arithmetic;
+use super::value::Value;
+
+#[derive(Debug, Clone)]
+pub enum AggState {
+    /// Windowed: the (time, value) of the events inside the window, oldest first.
+    Window(VecDeque<(i64, Value)>),
+    Count(i64),
+    Sum(Value),
+    Avg(f64, i64),
+    Extreme(Value),
+    /// first / last: the best (time, value).
+    Edge(Option<(i64, Value)>),
+    /// first_k / last_k: the best k (time, value), best first.
+    Top(Vec<(i64, Value)>),
+    /// mode, count_distinct: a count per value.
+    Counts(HashMap<Value, u64>),
+}
+
+/// How an aggregate is computed: what the IR says, with the window in microseconds.
+#[derive(Debug, Clone)]
+pub struct AggSpec {
+    pub function: AggFn,
+    pub window: Option<i64>,
+    pub k: usize,
+    pub ty: Type,
+}
+
+impl AggSpec {
+    pub fn of(a: &ir::Aggregate) -> AggSpec {
+        AggSpec {
+            function: a.function,
+            window: a.window_ms.map(|ms| ms as i64 * 1000),
+            k: a.k.unwrap_or(1) as usize,
+            ty: a.ty.clone(),
+        }
+    }
+
+    pub fn empty(&self) -> AggState {
+        if self.window.is_some() {
+            return AggState::Window(VecDeque::new());
+        }
+        match self.function {
+            AggFn::Count => AggState::Count(0),
+            AggFn::Sum => AggState::Sum(Value::Null),
+            AggFn::Avg => AggState::Avg(0.0, 0),
+            AggFn::Min | AggFn::Max => AggState::Extreme(Value::Null),
+            AggFn::First | AggFn::Last => AggState::Edge(None),
+            AggFn::FirstK | AggFn::LastK => AggState::Top(Vec::new()),
+            AggFn::Mode | AggFn::CountDistinct | AggFn::ApproxCountDistinct => {
+                AggState::Counts(HashMap::new())
+            }
+        }
+    }
+
+    /// Whether `(t, v)` comes before `(t2, v2)` in the order the aggregate ranks events
+    /// (`ORDER BY event_time, v` ascending for first, descending for last).
+    fn better(&self, a: &(i64, Value), b: &(i64, Value)) -> bool {
+        let o = a.0.cmp(&b.0).then_with(|| a.1.total_cmp(&b.1));
+        match self.function {
+            AggFn::First | AggFn::FirstK => o == Ordering::Less,
+            _ => o == Ordering::Greater,
+        }
+    }
+
+    /// Adds one event (its time and aggregated value; `Int(1)` for `count(b)`).
+    pub fn add(&self, state: &mut AggState, t: i64, v: Value) {
+        // Every aggregate but `count(b)` skips nulls, as SQL aggregates do.
+        if v.is_null() {
+            return;
+        }
+        match state {
+            AggState::Window(items) => {
+                let at = items.partition_point(|(x, _)| *x <= t);
+                items.insert(at, (t, v));
+            }
+            AggState::Count(n) => *n += 1,
+            AggState::Sum(acc) => {
+                *acc = if acc.is_null() {
+                    v
+                } else {
+                    arithmetic(ir::BinaryOp::Add, acc.clone(), v)
+                }
+            }
+            AggState::Avg(sum, n) => {
+                if let Some(x) = v.as_f64() {
+                    *sum += x;
+                    *n += 1;
+                }
+            }
+            AggState::Extreme(best) => {
+                let o = v.sql_cmp(best);
+                let wins = best.is_null()
+                    || match self.function {
+                        AggFn::Min => o == Some(Ordering::Less),
+                        _ => o == Some(Ordering::Greater),
+                    };
+                if wins {
+                    *best = v;
+                }
+            }
+            AggState::Edge(best) => {
+                let item = (t, v);
+                if best.as_ref().is_none_or(|b| self.better(&item, b)) {
+                    *best = Some(item);
+                }
+            }
+            AggState::Top(items) => {
+                let item = (t, v);
+                let at = items.partition_point(|x| !self.better(&item, x));
+                if at < self.k {
+                    items.insert(at, item);
+                    items.truncate(self.k);
+                }
+            }
+            AggState::Counts(counts) => *counts.entry(v).or_default() += 1,
+        }
+    }
+
+    /// Folds `other` (another profile's state of the same aggregate) into `state`.
+    pub fn merge(&self, state: &mut AggState, other: AggState) {
+        match other {
+            AggState::Window(items) => {
+                for (t, v) in items {
+                    self.add(state, t, v);
+                }
+            }
+            AggState::Count(n) => {
+                if let AggState::Count(m) = state {
+                    *m += n;
+                }
+            }
+            AggState::Sum(v) => self.add(state, 0, v),
+            AggState::Avg(s, n) => {
+                if let AggState::Avg(s2, n2) = state {
+                    *s2 += s;
+                    *n2 += n;
+                }
+            }
+            AggState::Extreme(v) => self.add(state, 0, v),
+            AggState::Edge(item) => {
+                if let Some((t, v)) = item {
+                    self.add(state, t, v);
+                }
+            }
+            AggState::Top(items) => {
+                for (t, v) in items {
+                    self.add(state, t, v);
+                }
+            }
+            AggState::Counts(counts) => {
+                if let AggState::Counts(mine) = state {
+                    for (v, n) in counts {
+                        *mine.entry(v).or_default() += n;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the events that left the window at `as_of` (time <= as_of - window): no later
+    /// as-of time can see them again.
+    pub fn prune(&self, state: &mut AggState, as_of: i64) {
+        if let (AggState::Window(items), Some(w)) = (state, self.window) {
+            while items.front().is_some_and(|(t, _)| *t <= as_of - w) {
+                items.pop_front();
+            }
+        }
+    }
+
+    /// When the oldest event of a window leaves it (a timer), if there is one.
+    pub fn next_expiry(&self, state: &AggState) -> Option<i64> {
+        match (state, self.window) {
+            (AggState::Window(items), Some(w)) => items.front().map(|(t, _)| t + w),
+            _ => None,
+        }
+    }
+
+    /// The aggregate's value at `as_of` (events after `as_of` were never added).
+    pub fn value(&self, state: &AggState, as_of: i64) -> Value {
+        if let AggState::Window(items) = state {
+            let w = self.window.unwrap_or(i64::MAX);
+            let mut unbounded = AggSpec {
+                window: None,
+                ..self.clone()
+            }
+            .empty();
+            let all = AggSpec {
+                window: None,
+                ..self.clone()
+            };
+            for (t, v) in items.iter().filter(|(t, _)| *t > as_of.saturating_sub(w)) {
+                all.add(&mut unbounded, *t, v.clone());
+            }
+            return all.value(&unbounded, as_of);
+        }
+        match state {
+            AggState::Count(n) => Value::Int(*n),
+            AggState::Sum(v) if v.is_null() => zero(&self.ty),
+            AggState::Sum(v) => v.clone(),
+            AggState::Avg(_, 0) => Value::Null,
+            AggState::Avg(s, n) => Value::Float(s / *n as f64),
+            AggState::Extreme(v) => v.clone(),
+            AggState::Edge(item) => item.as_ref().map_or(Value::Null, |(_, v)| v.clone()),
+            AggState::Top(items) => Value::List(items.iter().map(|(_, v)| v.clone()).collect()),
+            AggState::Counts(counts) => match self.function {
+                AggFn::Mode => counts
+                    .iter()
+                    .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.total_cmp(a.0)))
+                    .map_or(Value::Null, |(v, _)| v.clone()),
+                _ => Value::Int(counts.len() as i64),
+            },
+            AggState::Window(_) => Value::Null,
+        }
+    }
+
+    /// Bytes the state holds, roughly (for the state-size figures).
+    pub fn bytes(&self, state: &AggState) -> usize {
+        let v = std::mem::size_of::<Value>();
+        std::mem::size_of::<AggState>()
+            + match state {
+                AggState::Window(items) => items.len() * (8 + v),
+                AggState::Top(items) => items.len() * (8 + v),
+                AggState::Counts(c) => c.len() * (8 + v),
+                _ => 0,
+            }
+    }
+}
+
+/// `COALESCE(sum, 0)` of an aggregate of type `ty`.
+fn zero(ty: &Type) -> Value {
+    match ty {
+        Type::Decimal { scale, .. } => Value::Decimal(0, *scale),
+        Type::Float => Value::Float(0.0),
+        Type::Duration => Value::Duration(0),
+        _ => Value::Int(0),
+    }
+}
