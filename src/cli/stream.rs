@@ -112,8 +112,104 @@ pub fn run(dir: &Path, from: &Path, out: &mut dyn Write, err: &mut dyn Write) ->
             .collect();
         writeln!(out, "rows of sources: {}", rows.join(", "))?;
     }
+    replay(dir, config, &ingest, out, err)?;
     if refused > 0 {
         return Err(Failure::Reported);
+    }
+    Ok(())
+}
+
+/// Runs the whole log through the streaming operators (the graph of `cdp plan --streaming`)
+/// and prints what they hold at the log's clock: profiles, segment sizes, transitions, late
+/// rows and refused rows, and the operators' throughput and state per profile.
+fn replay(
+    dir: &Path,
+    config: &cdp_compiler::config::ProjectConfig,
+    ingest: &Ingest,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Outcome {
+    use cdp_runtime::stream::{feed::Feed, Options, StreamEngine};
+    let (project, _) = super::compile::lowered(dir, err)?;
+    let events: Vec<Value> = ingest
+        .log()
+        .read_from(0)
+        .map_err(Failure::User)?
+        .into_iter()
+        .map(|(_, bytes)| serde_json::from_slice(&bytes))
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            Failure::User(format!(
+                "the event log holds a record that is not JSON: {e}"
+            ))
+        })?;
+    let options = Options {
+        allowed_lateness_ms: config.stream.allowed_lateness_ms().map_err(Failure::User)?,
+    };
+    let mut engine = StreamEngine::new(std::sync::Arc::new(project), options);
+    let feed = Feed::new(config.ingest.clone());
+    let done = feed.replay(&mut engine, &events);
+    let transitions = engine.take_transitions();
+    let seconds = done.elapsed.as_secs_f64().max(1e-9);
+    writeln!(
+        out,
+        "operators: {} events ({} rows) of the log in {:.3} s, {:.0} events/s",
+        done.events,
+        done.rows,
+        seconds,
+        done.events as f64 / seconds
+    )?;
+    let counts = engine.counts();
+    let (bytes, profiles) = engine.state_bytes();
+    let project = engine.project();
+    for (e, entity) in project.entities.iter().enumerate() {
+        let entity_id = cdp_compiler::ir::EntityId(e as u32);
+        let n = engine.profiles(entity_id).count();
+        let mut sizes = Vec::new();
+        for (s, segment) in project.segments.iter().enumerate() {
+            if segment.entity != entity_id {
+                continue;
+            }
+            let members = engine
+                .profiles(entity_id)
+                .filter(|(_, p)| {
+                    matches!(
+                        p.segments.get(s),
+                        Some(cdp_runtime::stream::Value::Bool(true))
+                    )
+                })
+                .count();
+            sizes.push(format!("{} {members}", segment.meta.name));
+        }
+        writeln!(
+            out,
+            "{}: {n} profiles; segments: {}",
+            entity.meta.name,
+            sizes.join(", ")
+        )?;
+    }
+    let entered = transitions.iter().filter(|t| t.entered).count();
+    writeln!(
+        out,
+        "transitions: {entered} entries, {} exits; {} merges; late rows kept aside: {}; rows \
+         without a key: {}; rows without a time: {}",
+        transitions.len() - entered,
+        counts.merges,
+        counts.late,
+        counts.without_key,
+        counts.untimed
+    )?;
+    writeln!(
+        out,
+        "state: {} bytes, {} per profile",
+        bytes,
+        bytes / profiles.max(1)
+    )?;
+    for (id, reason) in done.refused.iter().take(10) {
+        writeln!(err, "event {id}: row refused: {reason}")?;
+    }
+    if done.refused.len() > 10 {
+        writeln!(err, "... {} more rows refused", done.refused.len() - 10)?;
     }
     Ok(())
 }
