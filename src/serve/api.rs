@@ -76,6 +76,9 @@ pub fn router() -> Router<Shared> {
         .route("/features", post(features))
         .route("/profiles/{entity}/{key}/{value}", get(profile))
         .route("/profiles/{entity}/{key}/{value}/segments", get(segments))
+        .route("/transitions", get(transitions))
+        .route("/live", get(live_status))
+        .route("/live/{entity}/{key}/{value}", get(live_profile))
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{name}", delete(revoke_key))
         .fallback(unknown_route)
@@ -580,6 +583,88 @@ async fn segments(
         "as_of": found.as_of,
         "segments": found.segments,
     })))
+}
+
+// ------------------------------------------------------------------------------ live (stream)
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionsQuery {
+    definition: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The newest segment entries and exits (journey steps, activations), newest first.
+async fn transitions(
+    State(app): State<Shared>,
+    Query(query): Query<TransitionsQuery>,
+) -> ApiResult {
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let log = app.transitions();
+    let recent = tokio::task::spawn_blocking(move || {
+        app.catch_up_live()?;
+        log.recent(query.definition.as_deref(), limit)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "transitions": recent })))
+}
+
+/// What the streaming operators have seen: events, rows, late rows, profiles, state bytes.
+async fn live_status(State(app): State<Shared>) -> ApiResult {
+    let status = tokio::task::spawn_blocking(move || {
+        app.catch_up_live()?;
+        Ok::<_, String>(app.live_status())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(ApiError::internal)?;
+    status.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_project",
+            "the project does not load, so no operators run",
+        )
+    })
+}
+
+/// A profile's values as the streaming operators hold them now: every logged event counted.
+async fn live_profile(
+    State(app): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((entity, key, value)): Path<(String, String, String)>,
+) -> ApiResult {
+    let catalog = catalog(&app)?;
+    let e = entity_of(&catalog, Some(&entity))?;
+    if key != "canonical_id" && !e.keys.iter().any(|k| k.name == key) {
+        return Err(ApiError::not_found(format!(
+            "`{entity}` has no identity key `{key}`"
+        )));
+    }
+    let (name, k, v) = (entity.clone(), key.clone(), value.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        app.catch_up_live()?;
+        Ok::<_, String>(app.live_profile(&name, &k, &v))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(ApiError::internal)?;
+    let mut body = found.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no `{entity}` profile has {key} = {value} in the event stream"
+        ))
+    })?;
+    if !caller.pii {
+        if let Some(values) = body["attributes"].as_object_mut() {
+            for (name, v) in values.iter_mut() {
+                if catalog.pii.masked(name) && !v.is_null() {
+                    *v = json!({"masked": true});
+                }
+            }
+        }
+    }
+    Ok(Json(body))
 }
 
 // ------------------------------------------------------------------------------ keys (admin)

@@ -40,6 +40,7 @@ pub struct Catalog {
     /// In project (file) order.
     pub definitions: Vec<Definition>,
     pub project: ir::Project,
+    pub config: cdp_compiler::config::ProjectConfig,
     pub pii: Pii,
     /// The as-of time compiled SQL is shown for (the project's `as_of`, else the latest run's).
     pub as_of_micros: i64,
@@ -141,6 +142,7 @@ impl Catalog {
             storage,
             definitions,
             project,
+            config,
             pii,
             as_of_micros,
             runs,

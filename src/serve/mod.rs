@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod live;
 pub mod openapi;
 pub mod pages;
 pub mod svg;
@@ -54,6 +55,8 @@ pub struct App {
     outbox: Arc<cdp_runtime::webhook::Outbox>,
     /// Segment entries and exits (and, with the stream, journey steps), newest first on pages.
     transitions: Arc<cdp_runtime::transitions::TransitionLog>,
+    /// The streaming operators over the event log, built from the catalog it names.
+    live: Mutex<Option<(Arc<Catalog>, live::Live)>>,
 }
 
 impl App {
@@ -92,7 +95,61 @@ impl App {
             stream_db,
             outbox: Arc::new(outbox),
             transitions: Arc::new(transitions),
+            live: Mutex::new(None),
         })
+    }
+
+    /// Runs the events logged since the last call through the streaming operators (rebuilt
+    /// from the whole log when the project changed) and appends their segment transitions to
+    /// the transition log. Transitions of events already logged by an earlier engine (before a
+    /// restart or a reload) are not appended twice. Returns the transitions appended.
+    pub fn catch_up_live(&self) -> Result<usize, String> {
+        let Some(catalog) = self.catalog() else {
+            return Ok(0);
+        };
+        let mut guard = self
+            .live
+            .lock()
+            .map_err(|_| "the stream engine lock was poisoned".to_string())?;
+        if guard
+            .as_ref()
+            .is_none_or(|(c, _)| !Arc::ptr_eq(c, &catalog))
+        {
+            let engine = live::Live::new(catalog.project.clone(), &catalog.config, &self.dir)?;
+            *guard = Some((catalog.clone(), engine));
+        }
+        let Some((_, engine)) = guard.as_mut() else {
+            return Ok(0);
+        };
+        const LOGGED: &[u8] = b"live/transitions_logged_to";
+        let logged_to = self
+            .stream_db
+            .get(LOGGED)
+            .map_err(|e| e.to_string())?
+            .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
+            .unwrap_or(0);
+        let (end, transitions) = engine.catch_up(self.ingest.log(), logged_to)?;
+        if transitions.is_empty() && end <= logged_to {
+            return Ok(0);
+        }
+        self.transitions.append(&transitions)?;
+        self.stream_db
+            .insert(LOGGED, &end.to_be_bytes())
+            .map_err(|e| e.to_string())?;
+        self.stream_db.flush().map_err(|e| e.to_string())?;
+        Ok(transitions.len())
+    }
+
+    /// The live values of a profile (None: no such profile in the stream yet).
+    pub fn live_profile(&self, entity: &str, key: &str, value: &str) -> Option<serde_json::Value> {
+        let guard = self.live.lock().ok()?;
+        guard.as_ref()?.1.profile(entity, key, value)
+    }
+
+    /// What the stream engine has seen.
+    pub fn live_status(&self) -> Option<serde_json::Value> {
+        let guard = self.live.lock().ok()?;
+        Some(guard.as_ref()?.1.status())
     }
 
     pub fn catalog(&self) -> Option<Arc<Catalog>> {
@@ -170,6 +227,11 @@ impl App {
     /// Reloads what changed on disk; returns what it did, for the log.
     fn refresh(&self) -> Vec<String> {
         let mut done = Vec::new();
+        match self.catch_up_live() {
+            Ok(0) => {}
+            Ok(n) => done.push(format!("stream: {n} segment transitions")),
+            Err(e) => done.push(format!("stream: {e}")),
+        }
         let stale = match self.catalog() {
             Some(c) => c.is_stale(),
             None => true,

@@ -33,7 +33,7 @@ fn profile_params() -> Value {
 }
 
 /// The paths the document describes (with `{param}` placeholders), for tests.
-pub const PATHS: [&str; 12] = [
+pub const PATHS: [&str; 15] = [
     "/definitions",
     "/definitions/{name}",
     "/definitions/{name}/versions",
@@ -44,6 +44,9 @@ pub const PATHS: [&str; 12] = [
     "/features",
     "/profiles/{entity}/{key}/{value}",
     "/profiles/{entity}/{key}/{value}/segments",
+    "/transitions",
+    "/live",
+    "/live/{entity}/{key}/{value}",
     "/keys",
     "/keys/{name}",
 ];
@@ -123,6 +126,23 @@ pub fn document() -> Value {
                 "summary": "The segments a profile is a member of",
                 "parameters": profile_params(),
                 "responses": errors(json!({"200": ok("Memberships", json!({"type": "object", "properties": {"canonical_id": {"type": "string"}, "segments": {"type": "array", "items": {"type": "string"}}}}))}))
+            }},
+            "/transitions": {"get": {
+                "summary": "The newest segment entries and exits (with exits caused by time passing), journey steps and activations, newest first",
+                "parameters": [
+                    {"name": "definition", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only this definition's"},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "default": 100, "maximum": 10000}}
+                ],
+                "responses": errors(json!({"200": ok("Transitions", json!({"type": "object", "properties": {"transitions": {"type": "array", "items": {"type": "object"}}}})), "400": error_response("A malformed query")}))
+            }},
+            "/live": {"get": {
+                "summary": "What the streaming operators have seen: events, rows, late rows kept aside, profiles, state bytes, clock and watermark",
+                "responses": errors(json!({"200": ok("Counts", json!({"type": "object"})), "503": error_response("The project does not load")}))
+            }},
+            "/live/{entity}/{key}/{value}": {"get": {
+                "summary": "A profile's attributes, features and segments as the streaming operators hold them: every event sent to the tracking API counted",
+                "parameters": profile_params(),
+                "responses": errors(json!({"200": ok("The live profile", json!({"type": "object", "properties": {"canonical_id": {"type": "string"}, "as_of_micros": {"type": "integer"}, "attributes": {"type": "object"}, "features": {"type": "object"}, "segments": {"type": "array", "items": {"type": "string"}}}}))}))
             }},
             "/keys": {
                 "get": {"summary": "API keys (admin)", "responses": errors(json!({"200": ok("Keys, without their secrets", json!({"type": "object"})), "403": error_response("Not an admin key")}))},

@@ -154,11 +154,20 @@ async fn call(
     } else {
         vec![message]
     };
-    let ingest = app.ingest();
     let kind = (!batch).then_some(call);
-    let accepted =
-        tokio::task::spawn_blocking(move || ingest.accept(kind.as_deref(), &messages, received_at))
-            .await;
+    let accepted = tokio::task::spawn_blocking(move || {
+        let accepted = app
+            .ingest()
+            .accept(kind.as_deref(), &messages, received_at)?;
+        // The events are durable; the operators take them before the answer, so that the
+        // live API serves what they changed once the client has its 200. A failure here
+        // does not undo the write: the next catch-up retries from the log.
+        if let Err(e) = app.catch_up_live() {
+            eprintln!("stream: {e}");
+        }
+        Ok(accepted)
+    })
+    .await;
     match accepted {
         Ok(Ok(_)) => Json(json!({"success": true})).into_response(),
         Ok(Err(Refused::Invalid(m))) => error(StatusCode::BAD_REQUEST, "invalid", m),

@@ -633,3 +633,111 @@ fn journey_activations_of_a_run_are_posted_to_their_webhooks_once() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(received.lock().unwrap().len(), expected.len());
 }
+
+/// A live profile of the streaming operators (`/api/v1/live/...`), as an admin key reads it.
+fn live(server: &Server, admin: &str, customer: &str) -> (u16, Value) {
+    server.get(
+        &format!("/api/v1/live/customer/customer_id/{customer}"),
+        admin,
+    )
+}
+
+#[test]
+fn the_operators_serve_tracked_events_at_once_and_log_what_they_move() {
+    let (_tmp, dir, key) = project();
+    let admin = add_key(&dir, "ops", "admin");
+    let server = Server::start(&dir);
+    // The operators start from the source files: C0001's lifetime value over every order in
+    // orders.csv (the files reach 2025-01-07, past the batch as-of).
+    let (status, before) = live(&server, &admin, "C0001");
+    assert_eq!(status, 200, "{before}");
+    let ltv = |p: &Value| p["features"]["lifetime_value"].as_f64().unwrap();
+    let before_ltv = ltv(&before);
+    let track = |id: &str, user: &str, at: &str, total: f64| {
+        json!({"userId": user, "event": "Order Completed", "messageId": id, "timestamp": at,
+               "properties": {"order_id": id, "total": total, "status": "completed"}})
+    };
+    for body in [
+        track("live-1", "C0001", "2025-02-01T10:00:00Z", 100.0),
+        // The same message again (a client retry): counted once.
+        track("live-1", "C0001", "2025-02-01T10:00:00Z", 100.0),
+        track("live-2", "C9999", "2025-02-01T11:00:00Z", 600.0),
+        // Older than the watermark (newest time − 1 h): late, kept aside, not counted.
+        track("live-3", "C0001", "2025-01-20T00:00:00Z", 50.0),
+    ] {
+        let (status, answer) = server.send(
+            "POST",
+            "/v1/track",
+            &basic(&key),
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Served at once, without a run.
+    let (_, after) = live(&server, &admin, "C0001");
+    assert!(
+        (ltv(&after) - before_ltv - 100.0).abs() < 1e-6,
+        "{before_ltv} + 100 = {after}"
+    );
+    let (status, new) = live(&server, &admin, "c9999");
+    assert_eq!(status, 200, "a userId is normalized as the key is: {new}");
+    assert_eq!(ltv(&new), 600.0);
+    assert!(
+        new["segments"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("high_value")),
+        "{new}"
+    );
+    let (_, status) = server.get("/api/v1/live", &admin);
+    assert_eq!(status["events"], 3, "{status}");
+    assert_eq!(status["late_rows"], 1, "{status}");
+    // The entry is in the transition log, once, with the new profile's id.
+    let entered = |server: &Server| {
+        let (code, log) = server.get("/api/v1/transitions?definition=high_value", &admin);
+        assert_eq!(code, 200, "{log}");
+        log["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["profile"] == new["canonical_id"] && t["what"]["kind"] == "segment_enter")
+            .count()
+    };
+    assert_eq!(entered(&server), 1);
+    // Moving the clock 25 days on moved journeys too (waits ran out): their steps and the
+    // activations they fired are in the log.
+    let journey_steps = |server: &Server| {
+        let (_, log) = server.get("/api/v1/transitions?definition=winback&limit=1000", &admin);
+        let steps = log["transitions"].as_array().unwrap().clone();
+        assert!(
+            steps.iter().all(|t| t["what"]["journey"] == "winback"),
+            "{log}"
+        );
+        steps.len()
+    };
+    let steps = journey_steps(&server);
+    assert!(steps > 0, "no winback step logged");
+    let (_, fired) = server.get("/api/v1/transitions?definition=winback_email_1", &admin);
+    assert!(
+        fired["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["what"]["kind"] == "activation"),
+        "{fired}"
+    );
+    assert_eq!(
+        live(&server, &admin, "C7777").0,
+        404,
+        "no such customer in the stream"
+    );
+
+    // After a restart the operators replay the files and the log: the same values, and the
+    // entry is not logged twice.
+    drop(server);
+    let server = Server::start(&dir);
+    let (_, again) = live(&server, &admin, "C0001");
+    assert_eq!(ltv(&again), ltv(&after));
+    assert_eq!(entered(&server), 1);
+    assert_eq!(journey_steps(&server), steps);
+}

@@ -1,0 +1,225 @@
+//! The streaming operators inside the server: every event the tracking API writes to the
+//! durable log goes through a [`StreamEngine`] right after its 200, so that
+//! `GET /api/v1/live/{entity}/{key}/{value}` serves the values it changed at once and its
+//! segment entries and exits (with exits caused by time passing) and its journey steps, goals,
+//! exits and activations go to the transition log.
+//!
+//! At start the engine reads the project's source files (what a batch run reads), then replays
+//! the whole log: the files and the log are the state's durable form (there are no operator
+//! snapshots yet), so after a crash every acknowledged event counts once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cdp_compiler::config::ProjectConfig;
+use cdp_compiler::ir;
+use cdp_runtime::eventlog::EventLog;
+use cdp_runtime::stream::journey::{Happened, Status};
+use cdp_runtime::stream::{feed::Feed, JourneyEvent, Options, StreamEngine, Transition};
+use cdp_runtime::transitions::{self, What};
+use serde_json::{json, Value};
+
+/// The engine and how far into the log it has read.
+pub struct Live {
+    engine: StreamEngine,
+    feed: Feed,
+    /// The log offset just past the last event applied.
+    offset: u64,
+    events: u64,
+    refused: u64,
+    /// Rows of the source files fed at start, and those that did not fit their source.
+    file_rows: u64,
+    file_rejects: u64,
+}
+
+impl Live {
+    /// An engine started from the project's source files (as a batch run reads them); the
+    /// log's events follow with [`Live::catch_up`].
+    pub fn new(project: ir::Project, config: &ProjectConfig, root: &Path) -> Result<Live, String> {
+        let options = Options {
+            allowed_lateness_ms: config.stream.allowed_lateness_ms()?,
+        };
+        let mut engine = StreamEngine::new(Arc::new(project), options);
+        let (file_rows, file_rejects) = Feed::backfill(&mut engine, root, &config.sources)?;
+        engine.take_transitions();
+        engine.take_journey_events();
+        Ok(Live {
+            engine,
+            feed: Feed::new(config.ingest.clone()),
+            offset: 0,
+            events: 0,
+            refused: 0,
+            file_rows,
+            file_rejects,
+        })
+    }
+
+    /// Applies the events logged since the last call; returns the log offset read to and the
+    /// transitions the events (and the timers the new clock fired) caused, as the transition
+    /// log stores them — except those of events up to `logged_to`, which an earlier engine
+    /// has logged already.
+    pub fn catch_up(
+        &mut self,
+        log: &EventLog,
+        logged_to: u64,
+    ) -> Result<(u64, Vec<transitions::Transition>), String> {
+        let records = log.read_from(self.offset)?;
+        let split = records.partition_point(|(end, _)| *end <= logged_to);
+        let (old, new) = records.split_at(split);
+        self.apply(old)?;
+        self.engine.take_transitions();
+        self.engine.take_journey_events();
+        self.apply(new)?;
+        let taken = self.engine.take_transitions();
+        let steps = self.engine.take_journey_events();
+        let project = self.engine.project();
+        let mut out = taken
+            .into_iter()
+            .map(|t| logged(project, &t))
+            .collect::<Vec<_>>();
+        out.extend(steps.iter().map(|e| journey_logged(project, e)));
+        Ok((self.offset, out))
+    }
+
+    fn apply(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), String> {
+        let Some(&(end, _)) = records.last() else {
+            return Ok(());
+        };
+        let events: Vec<Value> = records
+            .iter()
+            .map(|(_, bytes)| serde_json::from_slice(bytes))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the event log holds a record that is not JSON: {e}"))?;
+        let done = self.feed.replay(&mut self.engine, &events);
+        self.offset = end;
+        self.events += done.events;
+        self.refused += done.refused.len() as u64;
+        Ok(())
+    }
+
+    /// The live values of the profile holding `key` = `value`.
+    pub fn profile(&self, entity: &str, key: &str, value: &str) -> Option<Value> {
+        let p = self.engine.project();
+        let e = p.entities.iter().position(|x| x.meta.name == entity)?;
+        let id = ir::EntityId(e as u32);
+        let (canonical, values) = self.engine.lookup(id, key, value)?;
+        let named = |items: Vec<(&str, Value)>| {
+            Value::Object(items.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        };
+        let attributes = p
+            .attributes
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.entity == id)
+            .map(|(i, a)| (a.meta.name.as_str(), values.attributes[i].to_json()))
+            .collect();
+        let features = p
+            .features
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.entity == id)
+            .map(|(i, f)| (f.meta.name.as_str(), values.features[i].to_json()))
+            .collect();
+        let segments: Vec<&str> = p
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.entity == id && values.segments[*i].truth() == Some(true))
+            .map(|(_, s)| s.meta.name.as_str())
+            .collect();
+        Some(json!({
+            "entity": entity,
+            "canonical_id": canonical,
+            "as_of_micros": self.engine.clock(),
+            "attributes": named(attributes),
+            "features": named(features),
+            "segments": segments,
+        }))
+    }
+
+    /// What the engine has seen, for `/api/v1/live`.
+    pub fn status(&self) -> Value {
+        let c = self.engine.counts();
+        let (bytes, profiles) = self.engine.state_bytes();
+        json!({
+            "file_rows": self.file_rows,
+            "file_rows_refused": self.file_rejects,
+            "events": self.events,
+            "rows": c.rows,
+            "rows_refused": self.refused,
+            "late_rows": c.late,
+            "rows_without_key": c.without_key,
+            "rows_without_time": c.untimed,
+            "merges": c.merges,
+            "profiles": profiles,
+            "state_bytes": bytes,
+            "clock_micros": self.engine.clock(),
+            "watermark_micros": self.engine.watermark(),
+        })
+    }
+}
+
+fn logged(p: &ir::Project, t: &Transition) -> transitions::Transition {
+    let segment = p.segments[t.segment.index()].meta.name.clone();
+    transitions::Transition {
+        at_ms: t.at.div_euclid(1000),
+        entity: p.entities[t.entity.index()].meta.name.clone(),
+        profile: t.canonical_id.to_string(),
+        what: if t.entered {
+            What::SegmentEnter { segment }
+        } else {
+            What::SegmentExit {
+                segment,
+                by_time: t.by_time,
+            }
+        },
+    }
+}
+
+/// A journey step as the transition log stores it: reaching a node is a step named
+/// `<stage>/<node>`, entering is the step `entry`, completing is the step `completed`.
+fn journey_logged(p: &ir::Project, e: &JourneyEvent) -> transitions::Transition {
+    let j = &p.journeys[e.journey.index()];
+    let journey = j.meta.name.clone();
+    let step = |step: String| What::JourneyStep {
+        journey: journey.clone(),
+        step,
+    };
+    let (at, what) = match &e.happened {
+        Happened::Entered => (e.step_at, step("entry".into())),
+        Happened::Reached { node, at } => {
+            let stage = j
+                .nodes
+                .get(*node as usize)
+                .and_then(|n| j.stages.get(n.stage as usize))
+                .map_or("", String::as_str);
+            (*at, step(format!("{stage}/{node}")))
+        }
+        Happened::Fired { activation, at } => (
+            *at,
+            What::Activation {
+                activation: p.activations[activation.index()].meta.name.clone(),
+                delivery: None,
+            },
+        ),
+        Happened::Ended { status, at } => (
+            *at,
+            match status {
+                Status::Converted => What::JourneyGoal {
+                    journey: journey.clone(),
+                },
+                Status::Exited => What::JourneyExit {
+                    journey: journey.clone(),
+                    reason: "exit condition".into(),
+                },
+                Status::Completed | Status::Active => step("completed".into()),
+            },
+        ),
+    };
+    transitions::Transition {
+        at_ms: at.div_euclid(1000),
+        entity: p.entities[e.entity.index()].meta.name.clone(),
+        profile: e.canonical_id.to_string(),
+        what,
+    }
+}
