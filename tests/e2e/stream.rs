@@ -188,16 +188,9 @@ fn journey_tables(
             continue;
         }
         let name = &journey.meta.name;
-        let mut columns: Vec<String> = [
-            "canonical_id",
-            "node",
-            "status",
-            "node_since",
-            "entered_at",
-            "finished_at",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut columns: Vec<String> = cdp_compiler::sql::JOURNEY_STATE_COLUMNS
+            .map(String::from)
+            .to_vec();
         columns.extend((0..journey.nodes.len()).map(|k| format!("n{k}_at")));
         let rows = engine
             .journey_states(entity)

@@ -107,6 +107,17 @@ pub const MAX_IDENTITY_ROUNDS: u32 = 64;
 /// Timeless records (sources without an event time) count as seen at this instant.
 const BEGINNING: &str = "1900-01-01 00:00:00";
 
+/// The leading columns of a journey's state table (`<journey>_state_next`); one `n<k>_at`
+/// column per node follows (when the profile last reached node k).
+pub const JOURNEY_STATE_COLUMNS: [&str; 6] = [
+    "canonical_id",
+    "node",
+    "status",
+    "node_since",
+    "entered_at",
+    "finished_at",
+];
+
 /// Compiles the project for one dialect, as of `as_of_micros` (microseconds since the epoch).
 pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Program {
     let e = Emitter {
@@ -1624,14 +1635,7 @@ impl<'p> Emitter<'p> {
         let n = journey.nodes.len();
         let node_cols: Vec<String> = (0..n).map(|k| format!("n{k}_at")).collect();
         let all_cols = {
-            let mut c = vec![
-                "canonical_id",
-                "node",
-                "status",
-                "node_since",
-                "entered_at",
-                "finished_at",
-            ];
+            let mut c = JOURNEY_STATE_COLUMNS.to_vec();
             c.extend(node_cols.iter().map(String::as_str));
             c.join(", ")
         };
