@@ -4,7 +4,7 @@
 //! `{"error": {"code": "...", "message": "..."}}` with a 4xx status for the caller's mistakes.
 //! Values that show personal data are masked for keys without the `pii` right.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -331,6 +331,18 @@ struct FeaturesRequest {
     features: Vec<String>,
     /// One identity key (or `canonical_id`) and its values, one per row of the response.
     entities: serde_json::Map<String, Value>,
+    /// Serve the streaming operators' values (every tracked event counted at once) instead
+    /// of the online store's (the latest run's).
+    #[serde(default)]
+    live: bool,
+}
+
+/// A profile found for the feature API: its id, values by name, segments, and as of when.
+struct Found {
+    canonical_id: String,
+    values: HashMap<String, Value>,
+    segments: BTreeSet<String>,
+    as_of: Value,
 }
 
 fn entity_of<'c>(
@@ -428,12 +440,16 @@ async fn features(
     if values.len() > 1000 {
         return Err(ApiError::bad_request("at most 1000 rows per request"));
     }
-    let Some(online) = app.online() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_online_store",
-            "no run has been committed yet: run `cdp run`",
-        ));
+    let online = match (request.live, app.online()) {
+        (true, _) => None,
+        (false, Some(online)) => Some(online),
+        (false, None) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_online_store",
+                "no run has been committed yet: run `cdp run` (or ask for \"live\": true)",
+            ))
+        }
     };
     let mut columns: Vec<Vec<Value>> =
         vec![Vec::with_capacity(values.len()); request.features.len()];
@@ -441,9 +457,42 @@ async fn features(
     let mut times: Vec<Vec<Value>> = columns.iter().map(|_| Vec::new()).collect();
     let mut ids = Vec::with_capacity(values.len());
     for raw in &values {
-        let profile = super::lookup(&app, &online, &entity_name, key, raw)
-            .await
-            .map_err(ApiError::internal)?;
+        let profile = match &online {
+            Some(online) => super::lookup(&app, online, &entity_name, key, raw)
+                .await
+                .map_err(ApiError::internal)?
+                .map(|p| Found {
+                    canonical_id: p.canonical_id.clone(),
+                    values: p
+                        .values
+                        .iter()
+                        .map(|v| (v.name.clone(), v.value.clone()))
+                        .collect(),
+                    segments: p.segments.iter().cloned().collect(),
+                    as_of: json!(p.as_of),
+                }),
+            None => app.live_profile(&entity_name, key, raw).map(|p| {
+                let mut values = HashMap::new();
+                for part in ["attributes", "features"] {
+                    if let Some(map) = p[part].as_object() {
+                        values.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                }
+                let micros = p["as_of_micros"].as_i64().unwrap_or_default();
+                Found {
+                    canonical_id: p["canonical_id"].as_str().unwrap_or_default().to_string(),
+                    values,
+                    segments: p["segments"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect(),
+                    as_of: json!(chrono::DateTime::from_timestamp_micros(micros)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))),
+                }
+            }),
+        };
         ids.push(json!(profile.as_ref().map(|p| p.canonical_id.clone())));
         for (i, feature) in request.features.iter().enumerate() {
             let (value, status) = match &profile {
@@ -457,10 +506,7 @@ async fn features(
                     {
                         Some(json!(p.segments.contains(feature)))
                     } else {
-                        p.values
-                            .iter()
-                            .find(|v| &v.name == feature)
-                            .map(|v| v.value.clone())
+                        p.values.get(feature).cloned()
                     };
                     match value {
                         None => (Value::Null, "NOT_FOUND"),

@@ -8,6 +8,7 @@
 //! the whole log: the files and the log are the state's durable form (there are no operator
 //! snapshots yet), so after a crash every acknowledged event counts once.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use cdp_runtime::eventlog::EventLog;
 use cdp_runtime::stream::journey::{Happened, Status};
 use cdp_runtime::stream::{feed::Feed, JourneyEvent, Options, StreamEngine, Transition};
 use cdp_runtime::transitions::{self, What};
+use cdp_runtime::webhook::Delivery;
 use serde_json::{json, Value};
 
 /// The engine and how far into the log it has read.
@@ -135,6 +137,99 @@ impl Live {
             "features": named(features),
             "segments": segments,
         }))
+    }
+
+    /// The webhook deliveries of segment entries among `logged`: one POST per entry into a
+    /// segment that a webhook activation sends, with the profile's live values in the
+    /// activation's columns. (Journey activations are posted from the batch runs' tables, see
+    /// `cdp_runtime::activate`, so that a profile gets each journey message once.)
+    pub fn webhooks(&self, logged: &[transitions::Transition]) -> Vec<Delivery> {
+        let p = self.engine.project();
+        let mut entries: Vec<(&ir::Activation, &str, &transitions::Transition)> = Vec::new();
+        for t in logged {
+            let What::SegmentEnter { segment } = &t.what else {
+                continue;
+            };
+            for a in &p.activations {
+                let bound = a
+                    .segment
+                    .is_some_and(|s| &p.segments[s.index()].meta.name == segment);
+                if let (true, ir::Destination::Webhook { url }) = (bound, &a.destination) {
+                    entries.push((a, url, t));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        // The identifiers of the profiles that entered, in one pass, strongest key first and
+        // of one key the value seen first (as batch exports choose them).
+        let mut keys: HashMap<&str, Vec<(u64, i64, String, String)>> = entries
+            .iter()
+            .map(|(_, _, t)| (t.profile.as_str(), Vec::new()))
+            .collect();
+        for (e, entity) in p.entities.iter().enumerate() {
+            for (key, value, id, seen) in self.engine.identifiers(ir::EntityId(e as u32)) {
+                if let Some(list) = keys.get_mut(id.as_str()) {
+                    let priority = entity
+                        .keys
+                        .iter()
+                        .find(|k| k.name == key)
+                        .map_or(u64::MAX, |k| k.priority);
+                    list.push((priority, seen, key, value));
+                }
+            }
+        }
+        for list in keys.values_mut() {
+            list.sort();
+        }
+        entries
+            .into_iter()
+            .map(|(a, url, t)| {
+                let entity = &p.entities[a.entity.index()];
+                let ids = keys.get(t.profile.as_str()).map_or(&[][..], Vec::as_slice);
+                let values = self
+                    .engine
+                    .lookup(a.entity, "canonical_id", &t.profile)
+                    .map(|(_, v)| v);
+                let mut row = serde_json::Map::new();
+                row.insert("canonical_id".into(), json!(t.profile));
+                row.insert("primary_key".into(), json!(ids.first().map(|k| &k.3)));
+                for column in &a.columns {
+                    let (name, value) = match column {
+                        ir::ProfileColumn::Key(k) => {
+                            let name = &entity.keys[k.index()].name;
+                            let v = ids.iter().find(|x| &x.2 == name).map(|x| json!(x.3));
+                            (name, v.unwrap_or(Value::Null))
+                        }
+                        ir::ProfileColumn::Attribute(x) => (
+                            &p.attributes[x.index()].meta.name,
+                            values.map_or(Value::Null, |v| v.attributes[x.index()].to_json()),
+                        ),
+                        ir::ProfileColumn::Feature(x) => (
+                            &p.features[x.index()].meta.name,
+                            values.map_or(Value::Null, |v| v.features[x.index()].to_json()),
+                        ),
+                    };
+                    row.insert(name.clone(), value);
+                }
+                let segment = match &t.what {
+                    What::SegmentEnter { segment } => segment.clone(),
+                    _ => String::new(),
+                };
+                Delivery {
+                    activation: a.meta.name.clone(),
+                    url: url.to_string(),
+                    body: json!({
+                        "activation": a.meta.name,
+                        "segment": segment,
+                        "event": "enter",
+                        "entered_at_ms": t.at_ms,
+                        "rows": [Value::Object(row)],
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// What the engine has seen, for `/api/v1/live`.

@@ -133,6 +133,14 @@ impl App {
             return Ok(0);
         }
         self.transitions.append(&transitions)?;
+        // Webhooks of segment entries are queued (durably) before the offset moves on: a crash
+        // in between sends them again, never not at all.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for delivery in engine.webhooks(&transitions) {
+            self.outbox
+                .enqueue(delivery, now_ms)
+                .map_err(|e| format!("queueing a webhook: {e}"))?;
+        }
         self.stream_db
             .insert(LOGGED, &end.to_be_bytes())
             .map_err(|e| e.to_string())?;

@@ -178,7 +178,8 @@ pub fn document() -> Value {
                 "FeaturesRequest": {"type": "object", "required": ["features", "entities"], "additionalProperties": false, "properties": {
                     "entity": {"type": "string", "description": "Needed when the project has several entities"},
                     "features": {"type": "array", "items": {"type": "string"}, "minItems": 1, "description": "Attributes, features or segments (a segment's value is membership)"},
-                    "entities": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": {"type": "array", "maxItems": 1000, "items": {"type": ["string", "number"]}}, "description": "One identity key (or canonical_id) with the values to look up"}}},
+                    "entities": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": {"type": "array", "maxItems": 1000, "items": {"type": ["string", "number"]}}, "description": "One identity key (or canonical_id) with the values to look up"},
+                    "live": {"type": "boolean", "default": false, "description": "Serve the streaming operators' values, which count every tracked event at once, instead of the latest run's"}}},
                 "FeaturesResponse": {"type": "object", "properties": {
                     "metadata": {"type": "object", "properties": {"entity": {"type": "string"}, "feature_names": {"type": "array", "items": {"type": "string"}}, "canonical_ids": {"type": "array", "items": {"type": ["string", "null"]}}}},
                     "results": {"type": "array", "items": {"type": "object", "properties": {

@@ -115,7 +115,7 @@ fn id_map(
             batch_ids.len()
         ));
     }
-    for (key, value, sid) in stream_ids {
+    for (key, value, sid, _) in stream_ids {
         let bid = batch_ids
             .get(&(key.clone(), value.clone()))
             .ok_or_else(|| format!("identifier {key}:{value} is not in the batch identity"))?;

@@ -645,6 +645,17 @@ fn live(server: &Server, admin: &str, customer: &str) -> (u16, Value) {
 #[test]
 fn the_operators_serve_tracked_events_at_once_and_log_what_they_move() {
     let (_tmp, dir, key) = project();
+    // A webhook on entering high_value, posted by the stream as the entry happens.
+    let (port, received) = webhook_receiver();
+    std::fs::write(
+        dir.join("live_hooks.cdp"),
+        format!(
+            "activation high_value_hook of customer {{\n  segment high_value\n  \
+             to webhook \"http://127.0.0.1:{port}/high-value\"\n  \
+             columns [customer_id, lifetime_value]\n}}\n"
+        ),
+    )
+    .unwrap();
     let admin = add_key(&dir, "ops", "admin");
     let server = Server::start(&dir);
     // The operators start from the source files: C0001's lifetime value over every order in
@@ -704,6 +715,56 @@ fn the_operators_serve_tracked_events_at_once_and_log_what_they_move() {
             .count()
     };
     assert_eq!(entered(&server), 1);
+    // The feature API serves the same live values when asked.
+    let (status, served) = server.post(
+        "/api/v1/features",
+        &admin,
+        &json!({"features": ["lifetime_value", "high_value"],
+                "entities": {"customer_id": ["C9999", "C7777"]}, "live": true}),
+    );
+    assert_eq!(status, 200, "{served}");
+    assert_eq!(served["results"][1]["values"][0], json!(600.0), "{served}");
+    assert_eq!(
+        served["results"][2]["values"],
+        json!([true, null]),
+        "{served}"
+    );
+    assert_eq!(
+        served["results"][1]["statuses"],
+        json!(["PRESENT", "NOT_FOUND"])
+    );
+    // The entry's webhook: one POST with the profile's live values.
+    let posted = |id: &Value| {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, body)| body["rows"][0]["canonical_id"] == *id)
+            .map(|(_, body)| body.clone())
+            .collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    while posted(&new["canonical_id"]).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no webhook for the entry"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let hook = &posted(&new["canonical_id"])[0];
+    assert_eq!(hook["activation"], "high_value_hook", "{hook}");
+    assert_eq!(hook["segment"], "high_value", "{hook}");
+    assert_eq!(hook["rows"][0]["customer_id"], "C9999", "{hook}");
+    assert_eq!(hook["rows"][0]["primary_key"], "C9999", "{hook}");
+    assert_eq!(
+        hook["rows"][0]["lifetime_value"]
+            .to_string()
+            .trim_matches('"')
+            .parse::<f64>()
+            .ok(),
+        Some(600.0),
+        "{hook}"
+    );
     // Moving the clock 25 days on moved journeys too (waits ran out): their steps and the
     // activations they fired are in the log.
     let journey_steps = |server: &Server| {
@@ -740,4 +801,7 @@ fn the_operators_serve_tracked_events_at_once_and_log_what_they_move() {
     assert_eq!(ltv(&again), ltv(&after));
     assert_eq!(entered(&server), 1);
     assert_eq!(journey_steps(&server), steps);
+    // The entry is not posted again after the restart (deliveries run every half second).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(posted(&new["canonical_id"]).len(), 1);
 }

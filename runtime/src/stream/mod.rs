@@ -463,8 +463,9 @@ impl StreamEngine {
             .map(|p| (&*p.id, &p.values))
     }
 
-    /// Every identifier of an entity with its profile's canonical id: `(key, value, id)`.
-    pub fn identifiers(&self, entity: EntityId) -> Vec<(String, String, String)> {
+    /// Every identifier of an entity with its profile's canonical id and when it was first
+    /// seen: `(key, value, id, first seen)`.
+    pub fn identifiers(&self, entity: EntityId) -> Vec<(String, String, String, i64)> {
         let st = &self.entities[entity.index()];
         let keys = &self.project.entities[entity.index()].keys;
         (0..st.nodes.len() as u32)
@@ -475,6 +476,7 @@ impl StreamEngine {
                     keys[node.key as usize].name.clone(),
                     node.text.to_string(),
                     st.profiles[*slot].id.to_string(),
+                    node.first_seen,
                 ))
             })
             .collect()
