@@ -77,7 +77,24 @@ impl Feed {
         root: &std::path::Path,
         sources: &BTreeMap<String, cdp_compiler::config::SourceBinding>,
     ) -> Result<(u64, u64), String> {
-        let project = engine.project.clone();
+        let (rows, refused) = Feed::read_files(&engine.project, root, sources)?;
+        let fed = rows.len() as u64;
+        for (_, source, row) in rows {
+            engine.ingest(source, row);
+        }
+        let clock = engine.clock();
+        engine.advance(clock);
+        Ok((fed, refused))
+    }
+
+    /// The rows of the project's source files as [`Feed::backfill`] feeds them: (event time,
+    /// or `i64::MIN` for timeless rows; source; values), sorted; and the rows refused.
+    #[allow(clippy::type_complexity)]
+    pub fn read_files(
+        project: &ir::Project,
+        root: &std::path::Path,
+        sources: &BTreeMap<String, cdp_compiler::config::SourceBinding>,
+    ) -> Result<(Vec<(i64, SourceId, Vec<Value>)>, u64), String> {
         let mut rows: Vec<(i64, SourceId, Vec<Value>)> = Vec::new();
         let mut refused = 0;
         for (i, source) in project.sources.iter().enumerate() {
@@ -102,13 +119,7 @@ impl Feed {
             }
         }
         rows.sort_by_key(|(t, s, _)| (*t, s.0));
-        let fed = rows.len() as u64;
-        for (_, source, row) in rows {
-            engine.ingest(source, row);
-        }
-        let clock = engine.clock();
-        engine.advance(clock);
-        Ok((fed, refused))
+        Ok((rows, refused))
     }
 
     /// Feeds events (in log order) to the engine and advances it to its clock.
