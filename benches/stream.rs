@@ -107,6 +107,13 @@ fn main() {
         counts.merges, counts.late
     );
     println!(
+        "  {} profile evaluations ({} by timers: time alone), {:.0} evaluations/s, {:.1} µs each",
+        counts.evaluations,
+        counts.timer_evaluations,
+        counts.evaluations as f64 / stream_seconds,
+        stream_seconds * 1e6 / counts.evaluations.max(1) as f64
+    );
+    println!(
         "  {profiles} profiles, {} MiB of operator state, {} bytes per profile",
         bytes / (1 << 20),
         bytes / profiles.max(1)

@@ -204,11 +204,15 @@ impl Live {
                         }
                         ir::ProfileColumn::Attribute(x) => (
                             &p.attributes[x.index()].meta.name,
-                            values.map_or(Value::Null, |v| v.attributes[x.index()].to_json()),
+                            values
+                                .as_ref()
+                                .map_or(Value::Null, |v| v.attributes[x.index()].to_json()),
                         ),
                         ir::ProfileColumn::Feature(x) => (
                             &p.features[x.index()].meta.name,
-                            values.map_or(Value::Null, |v| v.features[x.index()].to_json()),
+                            values
+                                .as_ref()
+                                .map_or(Value::Null, |v| v.features[x.index()].to_json()),
                         ),
                     };
                     row.insert(name.clone(), value);

@@ -190,17 +190,18 @@ impl AggSpec {
     /// The aggregate's value at `as_of` (events after `as_of` were never added).
     pub fn value(&self, state: &AggState, as_of: i64) -> Value {
         if let AggState::Window(items) = state {
-            let w = self.window.unwrap_or(i64::MAX);
-            let mut unbounded = AggSpec {
-                window: None,
-                ..self.clone()
+            // The events inside the window at `as_of` (sorted by time: a suffix).
+            let from = as_of.saturating_sub(self.window.unwrap_or(i64::MAX));
+            let first = items.partition_point(|(t, _)| *t <= from);
+            if self.function == AggFn::Count {
+                return Value::Int((items.len() - first) as i64);
             }
-            .empty();
             let all = AggSpec {
                 window: None,
                 ..self.clone()
             };
-            for (t, v) in items.iter().filter(|(t, _)| *t > as_of.saturating_sub(w)) {
+            let mut unbounded = all.empty();
+            for (t, v) in items.range(first..) {
                 all.add(&mut unbounded, *t, v.clone());
             }
             return all.value(&unbounded, as_of);

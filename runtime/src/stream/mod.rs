@@ -106,6 +106,9 @@ pub struct Counts {
     pub merges: u64,
     /// Rows of timed sources without a time.
     pub untimed: u64,
+    /// Profile evaluations: after events (at advances) and at timers (time alone).
+    pub evaluations: u64,
+    pub timer_evaluations: u64,
 }
 
 /// The streaming runtime for one project.
@@ -140,6 +143,11 @@ struct EntityPlan {
     reads_now: bool,
     /// Duration literals (microseconds) of what segments read: candidate timer offsets.
     offsets: Vec<i64>,
+    /// Per aggregate / sequence of the plan: whether a segment or a journey condition reads
+    /// it (transitively). Only those set timers: what nothing time-driven reads is computed
+    /// when it is read.
+    timed_aggregates: Vec<bool>,
+    timed_sequences: Vec<bool>,
 }
 
 struct Node {
@@ -187,6 +195,8 @@ struct EntityState {
     undecided: HashMap<(u32, u32), i64>,
     /// How many advances the entity has been through.
     generation: u64,
+    /// Evaluations (all, by a timer).
+    evaluations: (u64, u64),
     /// Per union-find root: the profile slot.
     slot_of: HashMap<u32, usize>,
     profiles: Vec<Profile>,
@@ -237,7 +247,12 @@ impl StreamEngine {
     }
 
     pub fn counts(&self) -> Counts {
-        self.counts
+        let mut c = self.counts;
+        for st in &self.entities {
+            c.evaluations += st.evaluations.0;
+            c.timer_evaluations += st.evaluations.1;
+        }
+        c
     }
 
     pub fn late(&self) -> &[Late] {
@@ -437,15 +452,17 @@ impl StreamEngine {
     }
 
     /// The profile holding identity key `key` = `raw` (normalized as the entity says), or with
-    /// that canonical id when `key` is `canonical_id`: its id and values.
-    pub fn lookup(&self, entity: EntityId, key: &str, raw: &str) -> Option<(&str, &ProfileValues)> {
+    /// that canonical id when `key` is `canonical_id`: its id and its values computed as of the
+    /// clock (values no segment reads set no timers, so the stored ones may be older).
+    pub fn lookup(&self, entity: EntityId, key: &str, raw: &str) -> Option<(&str, ProfileValues)> {
         let st = &self.entities[entity.index()];
+        let now = |p: &Profile| compute(&st.plan, p, self.clock, &self.project, &self.re);
         if key == "canonical_id" {
             return st
                 .profiles
                 .iter()
                 .find(|p| p.alive && &*p.id == raw)
-                .map(|p| (&*p.id, &p.values));
+                .map(|p| (&*p.id, now(p)));
         }
         let e = &self.project.entities[entity.index()];
         let k = e.keys.iter().position(|x| x.name == key)?;
@@ -456,11 +473,9 @@ impl StreamEngine {
             &self.re,
             self.clock,
         )?;
-        let id = self.canonical_id(entity, key, &text)?;
-        st.profiles
-            .iter()
-            .find(|p| p.alive && &*p.id == id)
-            .map(|p| (&*p.id, &p.values))
+        let n = *st.index.get(&(k as u32, Arc::from(text.as_ref())))?;
+        let p = &st.profiles[*st.slot_of.get(&st.find(n))?];
+        Some((&*p.id, now(p)))
     }
 
     /// Every identifier of an entity with its profile's canonical id and when it was first
@@ -555,14 +570,14 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
                 .push(ir::BehaviorId(i as u32));
         }
     }
-    let aggregates = p
+    let aggregates: Vec<(ir::AggregateId, AggSpec)> = p
         .aggregates
         .iter()
         .enumerate()
         .filter(|(_, a)| p.behaviors[a.behavior.index()].entity == id)
         .map(|(i, a)| (ir::AggregateId(i as u32), AggSpec::of(a)))
         .collect();
-    let sequences = p
+    let sequences: Vec<ir::SequenceId> = p
         .sequences
         .iter()
         .enumerate()
@@ -619,9 +634,20 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
             ExprKind::Segment(s) if seen.insert((2, s.0)) => {
                 stack.push(&p.segments[s.index()].condition)
             }
+            ExprKind::Aggregate(a) => {
+                seen.insert((3, a.0));
+            }
+            ExprKind::Sequence(q) => {
+                seen.insert((4, q.0));
+            }
             _ => {}
         });
     }
+    let timed_aggregates = aggregates
+        .iter()
+        .map(|(a, _)| seen.contains(&(3, a.0)))
+        .collect();
+    let timed_sequences = sequences.iter().map(|q| seen.contains(&(4, q.0))).collect();
     offsets.sort_unstable();
     offsets.dedup();
     let latest = source_attributes
@@ -645,6 +671,8 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         journeys,
         reads_now,
         offsets,
+        timed_aggregates,
+        timed_sequences,
     }
 }
 
@@ -671,6 +699,7 @@ impl EntityState {
             links: HashMap::new(),
             undecided: HashMap::new(),
             generation: 0,
+            evaluations: (0, 0),
             slot_of: HashMap::new(),
             profiles: Vec::new(),
             dirty: BTreeSet::new(),
@@ -1011,6 +1040,8 @@ impl EntityState {
         re: &Regexes,
         transitions: &mut Vec<Transition>,
     ) {
+        self.evaluations.0 += 1;
+        self.evaluations.1 += u64::from(by_time);
         // Future-dated events whose time has come.
         let pending = std::mem::take(&mut self.profiles[slot].pending);
         let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(t, _, _)| *t <= at);
@@ -1032,40 +1063,7 @@ impl EntityState {
                 }
             }
         }
-        let mut v = ProfileValues {
-            attributes: vec![Value::Null; p.attributes.len()],
-            aggregates: vec![Value::Null; p.aggregates.len()],
-            features: vec![Value::Null; p.features.len()],
-            sequences: vec![Value::Null; p.sequences.len()],
-            segments: vec![Value::Null; p.segments.len()],
-        };
-        for ((aid, spec), state) in plan.aggregates.iter().zip(&profile.aggregates) {
-            v.aggregates[aid.index()] = spec.value(state, at);
-        }
-        for (sid, lists) in plan.sequences.iter().zip(&profile.sequences) {
-            v.sequences[sid.index()] =
-                Value::Bool(sequence_holds(&p.sequences[sid.index()], lists, at));
-        }
-        for (aid, best) in plan.source_attributes.iter().zip(&profile.attributes) {
-            v.attributes[aid.index()] = best.as_ref().map_or(Value::Null, |(_, x)| x.clone());
-        }
-        for pv in &p.profile_order {
-            match *pv {
-                ProfileValue::Attribute(a) if p.attributes[a.index()].entity == plan.id => {
-                    if let AttributeValue::Derived(e) = &p.attributes[a.index()].value {
-                        v.attributes[a.index()] = profile_eval(e, &v, at, re);
-                    }
-                }
-                ProfileValue::Feature(f) if p.features[f.index()].entity == plan.id => {
-                    v.features[f.index()] = profile_eval(&p.features[f.index()].value, &v, at, re);
-                }
-                ProfileValue::Segment(s) if p.segments[s.index()].entity == plan.id => {
-                    let c = profile_eval(&p.segments[s.index()].condition, &v, at, re);
-                    v.segments[s.index()] = Value::Bool(c.truth() == Some(true));
-                }
-                _ => {}
-            }
-        }
+        let v = compute(plan, profile, at, p, re);
         for (i, s) in plan.segments.iter().enumerate() {
             let member = v.segments[s.index()].truth() == Some(true);
             if member != profile.members[i] {
@@ -1088,12 +1086,20 @@ impl EntityState {
             }
         };
         if !plan.segments.is_empty() {
-            for ((_, spec), state) in plan.aggregates.iter().zip(&profile.aggregates) {
+            let aggregates = plan.aggregates.iter().zip(&profile.aggregates);
+            for (((_, spec), state), _) in aggregates
+                .zip(&plan.timed_aggregates)
+                .filter(|(_, timed)| **timed)
+            {
                 if let Some(t) = spec.next_expiry(state) {
                     consider(t);
                 }
             }
-            for (sid, lists) in plan.sequences.iter().zip(&profile.sequences) {
+            let sequences = plan.sequences.iter().zip(&profile.sequences);
+            for ((sid, lists), _) in sequences
+                .zip(&plan.timed_sequences)
+                .filter(|(_, timed)| **timed)
+            {
                 let seq = &p.sequences[sid.index()];
                 let mut horizon: Vec<i64> =
                     seq.window_ms.map(|w| w as i64 * 1000).into_iter().collect();
@@ -1115,6 +1121,7 @@ impl EntityState {
                     .attributes
                     .iter()
                     .chain(&v.features)
+                    .chain(&v.aggregates)
                     .filter_map(Value::as_micros);
                 for x in stamps {
                     for c in &plan.offsets {
@@ -1332,6 +1339,51 @@ fn profile_eval(e: &Expr, v: &ProfileValues, at: i64, re: &Regexes) -> Value {
 }
 
 /// `did a then b within D … [over W]` at `at`, from the sorted times of each step's events.
+/// A profile's values at `at` from its operator state, in dependency order.
+fn compute(
+    plan: &EntityPlan,
+    profile: &Profile,
+    at: i64,
+    p: &ir::Project,
+    re: &Regexes,
+) -> ProfileValues {
+    let mut v = ProfileValues {
+        attributes: vec![Value::Null; p.attributes.len()],
+        aggregates: vec![Value::Null; p.aggregates.len()],
+        features: vec![Value::Null; p.features.len()],
+        sequences: vec![Value::Null; p.sequences.len()],
+        segments: vec![Value::Null; p.segments.len()],
+    };
+    for ((aid, spec), state) in plan.aggregates.iter().zip(&profile.aggregates) {
+        v.aggregates[aid.index()] = spec.value(state, at);
+    }
+    for (sid, lists) in plan.sequences.iter().zip(&profile.sequences) {
+        v.sequences[sid.index()] =
+            Value::Bool(sequence_holds(&p.sequences[sid.index()], lists, at));
+    }
+    for (aid, best) in plan.source_attributes.iter().zip(&profile.attributes) {
+        v.attributes[aid.index()] = best.as_ref().map_or(Value::Null, |(_, x)| x.clone());
+    }
+    for pv in &p.profile_order {
+        match *pv {
+            ProfileValue::Attribute(a) if p.attributes[a.index()].entity == plan.id => {
+                if let AttributeValue::Derived(e) = &p.attributes[a.index()].value {
+                    v.attributes[a.index()] = profile_eval(e, &v, at, re);
+                }
+            }
+            ProfileValue::Feature(f) if p.features[f.index()].entity == plan.id => {
+                v.features[f.index()] = profile_eval(&p.features[f.index()].value, &v, at, re);
+            }
+            ProfileValue::Segment(s) if p.segments[s.index()].entity == plan.id => {
+                let c = profile_eval(&p.segments[s.index()].condition, &v, at, re);
+                v.segments[s.index()] = Value::Bool(c.truth() == Some(true));
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
 fn sequence_holds(seq: &ir::Sequence, lists: &[Vec<i64>], at: i64) -> bool {
     fn chain(seq: &ir::Sequence, lists: &[Vec<i64>], k: usize, prev: i64, at: i64) -> bool {
         let Some(step) = seq.then.get(k - 1) else {
