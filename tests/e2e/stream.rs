@@ -389,6 +389,31 @@ fn stream_equals_batch_on_the_retail_example_data() {
     }
 }
 
+/// A stream started from history ([`StreamEngine::start_from`]: no evaluation until the end,
+/// as the server starts from the source files) equals the batch run at T too.
+#[test]
+fn a_stream_started_from_history_equals_batch() {
+    for seed in [7, 19] {
+        let dir = tempfile::tempdir().unwrap();
+        data::write_retail_project(dir.path(), seed, 300).unwrap();
+        let (project, inputs) = engines::project_inputs(dir.path());
+        let program = cdp_runtime::program::compile(&project, Dialect::DataFusion, AS_OF_MICROS);
+        let batch = engines::run(engines::Engine::DataFusion, &inputs, &program).unwrap();
+        let project = Arc::new(project);
+        let mut engine = StreamEngine::new(project.clone(), Options::default());
+        let rows = arrivals(&project, &inputs, seed, 0, true);
+        engine.start_from(rows.into_iter().map(|(_, s, r)| (s, r)), AS_OF_MICROS);
+        assert_eq!(
+            engine.counts().timer_evaluations,
+            0,
+            "nothing evaluated on the way"
+        );
+        let fired = engine.take_journey_events();
+        let report = differences(&engine, &batch.tables, &fired).unwrap();
+        assert!(report.is_empty(), "seed {seed}:\n{report}");
+    }
+}
+
 #[test]
 fn stream_equals_every_batch_run_over_eight_days() {
     // Shrunk counterexamples of the property test below: merged profiles' journey states.

@@ -70,7 +70,7 @@ impl Feed {
 
     /// Feeds the rows of the project's source files (`[sources.<name>]` paths under `root`) to
     /// the engine in event-time order, timeless rows first, so that the stream starts from
-    /// what a batch run reads. Rows that do not fit their source are counted, as `cdp run`
+    /// what a batch run reads ([`StreamEngine::start_from`]: one evaluation at the end). Rows that do not fit their source are counted, as `cdp run`
     /// keeps them aside. Returns (rows fed, rows refused).
     pub fn backfill(
         engine: &mut StreamEngine,
@@ -79,11 +79,10 @@ impl Feed {
     ) -> Result<(u64, u64), String> {
         let (rows, refused) = Feed::read_files(&engine.project, root, sources)?;
         let fed = rows.len() as u64;
-        for (_, source, row) in rows {
-            engine.ingest(source, row);
-        }
-        let clock = engine.clock();
-        engine.advance(clock);
+        engine.start_from(
+            rows.into_iter().map(|(_, source, row)| (source, row)),
+            i64::MIN,
+        );
         Ok((fed, refused))
     }
 

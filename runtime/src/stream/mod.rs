@@ -120,6 +120,8 @@ pub struct StreamEngine {
     lateness: i64,
     late: Vec<Late>,
     counts: Counts,
+    /// Set while [`StreamEngine::start_from`] feeds history: no timer fires.
+    quiet: bool,
     transitions: Vec<Transition>,
     journey_events: Vec<JourneyEvent>,
 }
@@ -225,6 +227,7 @@ impl StreamEngine {
             re: Regexes::default(),
             entities,
             clock: i64::MIN,
+            quiet: false,
             lateness: options.allowed_lateness_ms as i64 * 1000,
             late: Vec::new(),
             counts: Counts::default(),
@@ -293,7 +296,9 @@ impl StreamEngine {
             }
             if t > self.clock {
                 // Timers due before this event fire first: they see the profile without it.
-                self.fire_timers(t - 1);
+                if !self.quiet {
+                    self.fire_timers(t - 1);
+                }
                 self.clock = t;
             }
         }
@@ -358,6 +363,20 @@ impl StreamEngine {
                 }
             }
         }
+    }
+
+    /// Starts the engine from history (the source files): ingests `rows` in order without
+    /// evaluating anything at the instants between them, then evaluates every profile once at
+    /// `at` (or the last row's time, if later). The state afterwards is what a batch run at
+    /// that time computes; the segment entries and journey steps it reports all happen then.
+    pub fn start_from(&mut self, rows: impl IntoIterator<Item = (SourceId, Vec<Value>)>, at: i64) {
+        self.quiet = true;
+        for (source, row) in rows {
+            self.ingest(source, row);
+        }
+        self.quiet = false;
+        self.touch_all();
+        self.advance(at.max(self.clock));
     }
 
     /// Marks every profile changed, so that the next [`StreamEngine::advance`] evaluates them
