@@ -29,7 +29,7 @@ pub mod feed;
 pub mod journey;
 pub mod value;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use cdp_compiler::ir::{
@@ -150,6 +150,8 @@ struct EntityPlan {
     /// when it is read.
     timed_aggregates: Vec<bool>,
     timed_sequences: Vec<bool>,
+    /// The attributes (0, id) and features (1, id) segments and journey conditions read.
+    timed_values: HashSet<(u8, u32)>,
 }
 
 struct Node {
@@ -449,13 +451,13 @@ impl StreamEngine {
         })
     }
 
-    /// The profiles of an entity with their values as of the last [`StreamEngine::advance`].
-    pub fn profiles(&self, entity: EntityId) -> impl Iterator<Item = (&str, &ProfileValues)> {
-        self.entities[entity.index()]
-            .profiles
-            .iter()
-            .filter(|p| p.alive)
-            .map(|p| (&*p.id, &p.values))
+    /// The profiles of an entity with their values computed as of the clock.
+    pub fn profiles(&self, entity: EntityId) -> impl Iterator<Item = (&str, ProfileValues)> {
+        let st = &self.entities[entity.index()];
+        st.profiles.iter().filter(|p| p.alive).map(move |p| {
+            let v = compute(&st.plan, p, self.clock, &self.project, &self.re, false);
+            (&*p.id, v)
+        })
     }
 
     /// The canonical id of the profile holding identifier `key_name:value` (normalized).
@@ -475,7 +477,7 @@ impl StreamEngine {
     /// clock (values no segment reads set no timers, so the stored ones may be older).
     pub fn lookup(&self, entity: EntityId, key: &str, raw: &str) -> Option<(&str, ProfileValues)> {
         let st = &self.entities[entity.index()];
-        let now = |p: &Profile| compute(&st.plan, p, self.clock, &self.project, &self.re);
+        let now = |p: &Profile| compute(&st.plan, p, self.clock, &self.project, &self.re, false);
         if key == "canonical_id" {
             return st
                 .profiles
@@ -692,6 +694,7 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         offsets,
         timed_aggregates,
         timed_sequences,
+        timed_values: seen.iter().copied().filter(|(k, _)| *k < 2).collect(),
     }
 }
 
@@ -1082,7 +1085,8 @@ impl EntityState {
                 }
             }
         }
-        let v = compute(plan, profile, at, p, re);
+        // Only what segments and journeys read: the rest is computed when read.
+        let v = compute(plan, profile, at, p, re, true);
         for (i, s) in plan.segments.iter().enumerate() {
             let member = v.segments[s.index()].truth() == Some(true);
             if member != profile.members[i] {
@@ -1358,13 +1362,15 @@ fn profile_eval(e: &Expr, v: &ProfileValues, at: i64, re: &Regexes) -> Value {
 }
 
 /// `did a then b within D … [over W]` at `at`, from the sorted times of each step's events.
-/// A profile's values at `at` from its operator state, in dependency order.
+/// A profile's values at `at` from its operator state, in dependency order; with `timed`,
+/// only those segments and journey conditions read (the others stay null).
 fn compute(
     plan: &EntityPlan,
     profile: &Profile,
     at: i64,
     p: &ir::Project,
     re: &Regexes,
+    timed: bool,
 ) -> ProfileValues {
     let mut v = ProfileValues {
         attributes: vec![Value::Null; p.attributes.len()],
@@ -1373,18 +1379,26 @@ fn compute(
         sequences: vec![Value::Null; p.sequences.len()],
         segments: vec![Value::Null; p.segments.len()],
     };
-    for ((aid, spec), state) in plan.aggregates.iter().zip(&profile.aggregates) {
-        v.aggregates[aid.index()] = spec.value(state, at);
+    let aggregates = plan.aggregates.iter().zip(&profile.aggregates);
+    for (((aid, spec), state), read) in aggregates.zip(&plan.timed_aggregates) {
+        if *read || !timed {
+            v.aggregates[aid.index()] = spec.value(state, at);
+        }
     }
-    for (sid, lists) in plan.sequences.iter().zip(&profile.sequences) {
-        v.sequences[sid.index()] =
-            Value::Bool(sequence_holds(&p.sequences[sid.index()], lists, at));
+    let sequences = plan.sequences.iter().zip(&profile.sequences);
+    for ((sid, lists), read) in sequences.zip(&plan.timed_sequences) {
+        if *read || !timed {
+            v.sequences[sid.index()] =
+                Value::Bool(sequence_holds(&p.sequences[sid.index()], lists, at));
+        }
     }
     for (aid, best) in plan.source_attributes.iter().zip(&profile.attributes) {
         v.attributes[aid.index()] = best.as_ref().map_or(Value::Null, |(_, x)| x.clone());
     }
     for pv in &p.profile_order {
         match *pv {
+            ProfileValue::Attribute(a) if timed && !plan.timed_values.contains(&(0, a.0)) => {}
+            ProfileValue::Feature(f) if timed && !plan.timed_values.contains(&(1, f.0)) => {}
             ProfileValue::Attribute(a) if p.attributes[a.index()].entity == plan.id => {
                 if let AttributeValue::Derived(e) = &p.attributes[a.index()].value {
                     v.attributes[a.index()] = profile_eval(e, &v, at, re);
