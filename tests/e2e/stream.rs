@@ -461,3 +461,56 @@ proptest! {
         }
     }
 }
+
+/// A segment that compares a timestamp with `now()` itself (no duration) is left at that
+/// timestamp by time alone: a timer fires there, not at the next event or midnight.
+#[test]
+fn a_timestamp_compared_with_now_sets_its_own_exit_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cdp.toml"),
+        "[project]\nname = \"trials\"\n\n[sources.trials]\npath = \"trials.csv\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("trials.csv"),
+        "account_id,started_at,ends_at\nA1,2024-01-01 00:00:00,2024-01-10 15:30:00\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("trials.cdp"),
+        "source trials {\n  key account_id\n  time started_at\n  columns {\n    account_id: string\n    \
+         started_at: timestamp\n    ends_at: timestamp\n  }\n}\n\n\
+         entity account {\n  key account_id\n  from trials { account_id = account_id }\n}\n\n\
+         attribute trial_ends_at of account = trials.ends_at latest by started_at\n\n\
+         segment in_trial of account {\n  trial_ends_at after now()\n}\n",
+    )
+    .unwrap();
+    let (project, _) = engines::project_inputs(dir.path());
+    let mut engine = StreamEngine::new(Arc::new(project), Options::default());
+    let at = |s: &str| {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+            .unwrap()
+            .and_utc()
+            .timestamp_micros()
+    };
+    let row = vec![
+        Value::str("A1"),
+        Value::Timestamp(at("2024-01-01 00:00:00")),
+        Value::Timestamp(at("2024-01-10 15:30:00")),
+    ];
+    engine.ingest(SourceId(0), row);
+    engine.advance(at("2024-01-01 00:00:00"));
+    let entered = engine.take_transitions();
+    assert_eq!(entered.len(), 1, "{entered:?}");
+    assert!(entered[0].entered);
+    engine.advance(at("2024-02-01 00:00:00"));
+    let left = engine.take_transitions();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!left[0].entered && left[0].by_time);
+    assert_eq!(
+        left[0].at,
+        at("2024-01-10 15:30:00"),
+        "left at the trial's end"
+    );
+}

@@ -669,6 +669,8 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         .map(|(a, _)| seen.contains(&(3, a.0)))
         .collect();
     let timed_sequences = sequences.iter().map(|q| seen.contains(&(4, q.0))).collect();
+    // A timestamp compared with now() itself (`expires_at before now()`) flips at its own time.
+    offsets.push(0);
     offsets.sort_unstable();
     offsets.dedup();
     let latest = source_attributes
