@@ -164,15 +164,17 @@ fn replay(
     let project = engine.project();
     for (e, entity) in project.entities.iter().enumerate() {
         let entity_id = cdp_compiler::ir::EntityId(e as u32);
-        let n = engine.profiles(entity_id).count();
+        // Values are computed as they are read: once per profile.
+        let values: Vec<_> = engine.profiles(entity_id).map(|(_, v)| v).collect();
+        let n = values.len();
         let mut sizes = Vec::new();
         for (s, segment) in project.segments.iter().enumerate() {
             if segment.entity != entity_id {
                 continue;
             }
-            let members = engine
-                .profiles(entity_id)
-                .filter(|(_, p)| {
+            let members = values
+                .iter()
+                .filter(|p| {
                     matches!(
                         p.segments.get(s),
                         Some(cdp_runtime::stream::Value::Bool(true))

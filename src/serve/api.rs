@@ -440,6 +440,14 @@ async fn features(
     if values.len() > 1000 {
         return Err(ApiError::bad_request("at most 1000 rows per request"));
     }
+    if request.live {
+        // Events logged by another writer (`cdp stream --from`) count too.
+        let a = app.clone();
+        tokio::task::spawn_blocking(move || a.catch_up_live())
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(ApiError::internal)?;
+    }
     let online = match (request.live, app.online()) {
         (true, _) => None,
         (false, Some(online)) => Some(online),
@@ -702,10 +710,12 @@ async fn live_profile(
         ))
     })?;
     if !caller.pii {
-        if let Some(values) = body["attributes"].as_object_mut() {
-            for (name, v) in values.iter_mut() {
-                if catalog.pii.masked(name) && !v.is_null() {
-                    *v = json!({"masked": true});
+        for part in ["attributes", "features"] {
+            if let Some(values) = body[part].as_object_mut() {
+                for (name, v) in values.iter_mut() {
+                    if catalog.pii.masked(name) && !v.is_null() {
+                        *v = json!({"masked": true});
+                    }
                 }
             }
         }

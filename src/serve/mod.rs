@@ -100,8 +100,8 @@ impl App {
     }
 
     /// Runs the events logged since the last call through the streaming operators (rebuilt
-    /// from the whole log when the project changed) and appends their segment transitions to
-    /// the transition log. Transitions of events already logged by an earlier engine (before a
+    /// from the whole log when the project changed), appends their segment transitions and
+    /// journey steps to the transition log and queues the webhooks of segment entries. Transitions of events already logged by an earlier engine (before a
     /// restart or a reload) are not appended twice. Returns the transitions appended.
     pub fn catch_up_live(&self) -> Result<usize, String> {
         let Some(catalog) = self.catalog() else {
@@ -237,7 +237,7 @@ impl App {
         let mut done = Vec::new();
         match self.catch_up_live() {
             Ok(0) => {}
-            Ok(n) => done.push(format!("stream: {n} segment transitions")),
+            Ok(n) => done.push(format!("stream: {n} transitions logged")),
             Err(e) => done.push(format!("stream: {e}")),
         }
         let stale = match self.catalog() {

@@ -344,6 +344,14 @@ fn stream_from_a_file_writes_the_good_lines_and_names_the_bad_ones() {
         "{}",
         text(&first)
     );
+    // Then the log goes through the streaming operators, which report what they hold.
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains("operators: 2 events"), "{stdout}");
+    assert!(
+        stdout.contains("customer: 1 profiles; segments: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("recent_first_buyers 1"), "{stdout}");
     let (counts, events) = logged(&dir);
     assert_eq!(counts.len(), 2);
     assert_eq!(
