@@ -29,18 +29,27 @@ pub struct StreamSection {
     /// with a unit, `30s`, `15m`, `1h`, `2d` (default `1h`). Later events are kept aside.
     #[serde(default = "default_lateness")]
     pub allowed_lateness: String,
+    /// How often the server writes the operators' state to a checkpoint, so that a restart
+    /// replays only the events logged after it (default `1m`; `0` after every batch of events).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: String,
 }
 
 impl Default for StreamSection {
     fn default() -> StreamSection {
         StreamSection {
             allowed_lateness: default_lateness(),
+            checkpoint_interval: default_checkpoint_interval(),
         }
     }
 }
 
 fn default_lateness() -> String {
     "1h".to_string()
+}
+
+fn default_checkpoint_interval() -> String {
+    "1m".to_string()
 }
 
 impl StreamSection {
@@ -51,6 +60,17 @@ impl StreamSection {
                 "[stream] allowed_lateness = \"{}\" is not a duration: write a number and a \
                  unit, as \"30s\", \"15m\", \"1h\" or \"2d\"",
                 self.allowed_lateness
+            )
+        })
+    }
+
+    /// The checkpoint interval in milliseconds, or why the setting is not a duration.
+    pub fn checkpoint_interval_ms(&self) -> Result<u64, String> {
+        parse_duration_ms(&self.checkpoint_interval).ok_or_else(|| {
+            format!(
+                "[stream] checkpoint_interval = \"{}\" is not a duration: write a number and \
+                 a unit, as \"30s\", \"5m\" or \"1h\" (\"0\" checkpoints after every batch)",
+                self.checkpoint_interval
             )
         })
     }
@@ -289,6 +309,13 @@ pub fn parse_config(map: &SourceMap, file: FileId) -> Result<ProjectConfig, Box<
             message,
         )));
     }
+    if let Err(message) = config.stream.checkpoint_interval_ms() {
+        return Err(Box::new(Diagnostic::error(
+            "config",
+            locate(text, file, &config.stream.checkpoint_interval),
+            message,
+        )));
+    }
     Ok(config)
 }
 
@@ -433,5 +460,30 @@ mod tests {
         let err = parse_config(&map, id).unwrap_err();
         assert!(err.message.contains("storge"), "{}", err.message);
         assert_eq!(map.get(id).line_col(err.span.start as usize).0, 3);
+    }
+
+    #[test]
+    fn stream_durations_are_checked_where_they_are_written() {
+        let mut map = SourceMap::new();
+        for (setting, at) in [
+            ("allowed_lateness = \"1 hour\"", (4, 21)),
+            (
+                "allowed_lateness = \"1h\"\ncheckpoint_interval = \"often\"",
+                (5, 24),
+            ),
+        ] {
+            let text = format!("[project]\nname = \"x\"\n[stream]\n{setting}\n");
+            let id = map.add("cdp.toml", &text);
+            let err = parse_config(&map, id).unwrap_err();
+            assert!(err.message.contains("is not a duration"), "{}", err.message);
+            assert_eq!(map.get(id).line_col(err.span.start as usize), at);
+        }
+        let id = map.add(
+            "cdp.toml",
+            "[project]\nname = \"x\"\n[stream]\ncheckpoint_interval = \"0\"\n",
+        );
+        let config = parse_config(&map, id).unwrap();
+        assert_eq!(config.stream.checkpoint_interval_ms(), Ok(0));
+        assert_eq!(config.stream.allowed_lateness_ms(), Ok(3_600_000));
     }
 }

@@ -4,17 +4,22 @@
 //! segment entries and exits (with exits caused by time passing) and its journey steps, goals,
 //! exits and activations go to the transition log.
 //!
-//! At start the engine reads the project's source files (what a batch run reads), then replays
-//! the whole log: the files and the log are the state's durable form (there are no operator
-//! snapshots yet), so after a crash every acknowledged event counts once.
+//! The state's durable form is a checkpoint (`<storage>/stream/checkpoint`, written by
+//! [`Live::checkpoint`] every `[stream] checkpoint_interval`) plus the log after its offset. At
+//! start the engine reads the checkpoint if it was computed from the same project, options and
+//! source files, and replays the log after it; otherwise it reads the project's source files
+//! (what a batch run reads) and replays the whole log. Either way every acknowledged event
+//! counts once after a crash.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use cdp_compiler::config::ProjectConfig;
 use cdp_compiler::ir;
 use cdp_runtime::eventlog::EventLog;
+use cdp_runtime::stream::checkpoint::{self, Header};
 use cdp_runtime::stream::journey::{Happened, Status};
 use cdp_runtime::stream::{feed::Feed, JourneyEvent, Options, StreamEngine, Transition};
 use cdp_runtime::transitions::{self, What};
@@ -32,28 +37,149 @@ pub struct Live {
     /// Rows of the source files fed at start, and those that did not fit their source.
     file_rows: u64,
     file_rejects: u64,
+    checkpoints: Checkpoints,
+}
+
+/// A checkpoint to write: where, its header and the state's bytes.
+pub type Due = (PathBuf, Header, Vec<u8>);
+
+/// Where and when the engine's state is checkpointed, and what the last one was.
+struct Checkpoints {
+    path: PathBuf,
+    /// Digest of what the state is computed from: a checkpoint of another basis is not used.
+    basis: String,
+    interval_ms: u64,
+    /// The last checkpoint written or read: (log offset, when).
+    last: Option<(u64, Instant)>,
+    /// The log offset of the checkpoint the engine started from, if it did.
+    restored_from: Option<u64>,
+    /// Why the checkpoint at start was not used (damaged, another basis), if there was one.
+    not_used: Option<String>,
+    /// Bytes and milliseconds of the last checkpoint written.
+    written: Option<(u64, u128)>,
+    /// Events applied since the engine started (from the checkpoint or from scratch).
+    replayed: u64,
 }
 
 impl Live {
-    /// An engine started from the project's source files (as a batch run reads them); the
-    /// log's events follow with [`Live::catch_up`].
-    pub fn new(project: ir::Project, config: &ProjectConfig, root: &Path) -> Result<Live, String> {
+    /// An engine started from the checkpoint under `storage` when it was computed from the same
+    /// project, options and source files, else from the project's source files (as a batch run
+    /// reads them); the log's events follow with [`Live::catch_up`].
+    pub fn new(
+        project: ir::Project,
+        config: &ProjectConfig,
+        root: &Path,
+        storage: &Path,
+    ) -> Result<Live, String> {
         let options = Options {
             allowed_lateness_ms: config.stream.allowed_lateness_ms()?,
         };
-        let mut engine = StreamEngine::new(Arc::new(project), options);
+        let project = Arc::new(project);
+        let mut checkpoints = Checkpoints {
+            path: storage.join("stream").join("checkpoint"),
+            basis: checkpoint::basis(&project, config, root)?,
+            interval_ms: config.stream.checkpoint_interval_ms()?,
+            last: None,
+            restored_from: None,
+            not_used: None,
+            written: None,
+            replayed: 0,
+        };
+        let restored = match checkpoint::read(&checkpoints.path) {
+            Ok(Some((header, state)))
+                if header.format == checkpoint::FORMAT && header.basis == checkpoints.basis =>
+            {
+                match StreamEngine::restore(project.clone(), options, &state) {
+                    Ok(engine) => Some((header, engine)),
+                    Err(e) => {
+                        checkpoints.not_used = Some(e);
+                        None
+                    }
+                }
+            }
+            Ok(Some(_)) => {
+                checkpoints.not_used = Some(
+                    "it was computed from another version of the project, its options or its \
+                     source files"
+                        .into(),
+                );
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                checkpoints.not_used = Some(e);
+                None
+            }
+        };
+        let feed = Feed::new(config.ingest.clone());
+        if let Some((header, engine)) = restored {
+            checkpoints.last = Some((header.log_offset, Instant::now()));
+            checkpoints.restored_from = Some(header.log_offset);
+            return Ok(Live {
+                engine,
+                feed,
+                offset: header.log_offset,
+                events: header.counter("events"),
+                refused: header.counter("refused"),
+                file_rows: header.counter("file_rows"),
+                file_rejects: header.counter("file_rejects"),
+                checkpoints,
+            });
+        }
+        let mut engine = StreamEngine::new(project, options);
         let (file_rows, file_rejects) = Feed::backfill(&mut engine, root, &config.sources)?;
         engine.take_transitions();
         engine.take_journey_events();
         Ok(Live {
             engine,
-            feed: Feed::new(config.ingest.clone()),
+            feed,
             offset: 0,
             events: 0,
             refused: 0,
             file_rows,
             file_rejects,
+            checkpoints,
         })
+    }
+
+    /// The engine's state when a checkpoint is due (none yet, or the interval has passed and
+    /// events were applied since the last one): the header and the state's bytes, for
+    /// [`checkpoint::write`] outside the engine's lock. Only call it once the transitions of
+    /// every applied event are in the transition log: a restart does not log them again.
+    pub fn checkpoint_due(&mut self) -> Option<Result<Due, String>> {
+        let c = &self.checkpoints;
+        let due = match c.last {
+            None => true,
+            Some((offset, at)) => {
+                offset != self.offset && at.elapsed().as_millis() >= u128::from(c.interval_ms)
+            }
+        };
+        if !due {
+            return None;
+        }
+        let header = Header {
+            format: checkpoint::FORMAT,
+            basis: c.basis.clone(),
+            log_offset: self.offset,
+            counters: vec![
+                ("events".into(), self.events),
+                ("refused".into(), self.refused),
+                ("file_rows".into(), self.file_rows),
+                ("file_rejects".into(), self.file_rejects),
+            ],
+            written_at_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        self.checkpoints.last = Some((self.offset, Instant::now()));
+        Some(
+            self.engine
+                .snapshot()
+                .map(|state| (self.checkpoints.path.clone(), header, state)),
+        )
+    }
+
+    /// Records a checkpoint written: its size and how long the snapshot and write took.
+    pub fn checkpoint_written(&mut self, bytes: u64, millis: u128) {
+        self.checkpoints.written = Some((bytes, millis));
     }
 
     /// Applies the events logged since the last call; returns the log offset read to and the
@@ -95,6 +221,7 @@ impl Live {
         let done = self.feed.replay(&mut self.engine, &events);
         self.offset = end;
         self.events += done.events;
+        self.checkpoints.replayed += done.events;
         self.refused += done.refused.len() as u64;
         Ok(())
     }
@@ -254,6 +381,16 @@ impl Live {
             "state_bytes": bytes,
             "clock_micros": self.engine.clock(),
             "watermark_micros": self.engine.watermark(),
+            "log_offset": self.offset,
+            "checkpoint": {
+                "restored_from_offset": self.checkpoints.restored_from,
+                "not_used": self.checkpoints.not_used,
+                "events_replayed_since_start": self.checkpoints.replayed,
+                "last_offset": self.checkpoints.last.map(|(o, _)| o),
+                "last_bytes": self.checkpoints.written.map(|(b, _)| b),
+                "last_millis": self.checkpoints.written.map(|(_, ms)| ms as u64),
+                "interval_ms": self.checkpoints.interval_ms,
+            },
         })
     }
 }

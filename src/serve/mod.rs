@@ -115,7 +115,12 @@ impl App {
             .as_ref()
             .is_none_or(|(c, _)| !Arc::ptr_eq(c, &catalog))
         {
-            let engine = live::Live::new(catalog.project.clone(), &catalog.config, &self.dir)?;
+            let engine = live::Live::new(
+                catalog.project.clone(),
+                &catalog.config,
+                &self.dir,
+                &self.storage,
+            )?;
             *guard = Some((catalog.clone(), engine));
         }
         let Some((_, engine)) = guard.as_mut() else {
@@ -146,6 +151,39 @@ impl App {
             .map_err(|e| e.to_string())?;
         self.stream_db.flush().map_err(|e| e.to_string())?;
         Ok(transitions.len())
+    }
+
+    /// Writes a checkpoint of the stream engine's state when one is due (see
+    /// [`live::Live::checkpoint_due`]): the state is copied under the engine's lock and written
+    /// outside it. Called from the refresh loop only (one writer), after [`App::catch_up_live`]
+    /// has logged the transitions of every event the state holds.
+    fn checkpoint_live(&self) -> Result<Option<String>, String> {
+        let started = std::time::Instant::now();
+        let due = {
+            let mut guard = self
+                .live
+                .lock()
+                .map_err(|_| "the stream engine lock was poisoned".to_string())?;
+            match guard.as_mut() {
+                Some((_, engine)) => engine.checkpoint_due(),
+                None => None,
+            }
+        };
+        let Some(due) = due else {
+            return Ok(None);
+        };
+        let (path, header, state) = due?;
+        let bytes = cdp_runtime::stream::checkpoint::write(&path, &header, &state)?;
+        let millis = started.elapsed().as_millis();
+        if let Ok(mut guard) = self.live.lock() {
+            if let Some((_, engine)) = guard.as_mut() {
+                engine.checkpoint_written(bytes, millis);
+            }
+        }
+        Ok(Some(format!(
+            "stream: checkpoint at log offset {} ({} bytes, {millis} ms)",
+            header.log_offset, bytes
+        )))
     }
 
     /// The live values of a profile (None: no such profile in the stream yet).
@@ -239,6 +277,11 @@ impl App {
             Ok(0) => {}
             Ok(n) => done.push(format!("stream: {n} transitions logged")),
             Err(e) => done.push(format!("stream: {e}")),
+        }
+        match self.checkpoint_live() {
+            Ok(None) => {}
+            Ok(Some(line)) => done.push(line),
+            Err(e) => done.push(format!("stream: checkpoint not written: {e}")),
         }
         let stale = match self.catalog() {
             Some(c) => c.is_stale(),

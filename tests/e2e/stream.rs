@@ -315,9 +315,19 @@ fn batch_equals_stream(seed: u64, profiles: usize, lateness_ms: u64) -> Result<(
     }
 }
 
+/// The engine a restart makes from `engine`'s checkpoint (its state as bytes).
+fn restart(engine: &StreamEngine, project: &Arc<ir::Project>, lateness_ms: u64) -> StreamEngine {
+    let bytes = engine.snapshot().unwrap();
+    let options = Options {
+        allowed_lateness_ms: lateness_ms,
+    };
+    StreamEngine::restore(project.clone(), options, &bytes).unwrap()
+}
+
 /// Runs one case over time: batch runs every 12 hours over the 8 days before T, each from the
 /// previous run's state (id map, journey states), and a stream that receives the rows as
-/// their time comes and advances to each run's time. After every run the stream's values,
+/// their time comes and advances to each run's time, restarting from a checkpoint of itself
+/// every other run. After every run the stream's values,
 /// journey states and the activations fired since the previous run equal the batch run's.
 fn batch_runs_equal_stream(seed: u64, profiles: usize) -> Result<(), String> {
     const HALF_DAY: i64 = 43_200 * 1_000_000;
@@ -344,14 +354,25 @@ fn batch_runs_equal_stream(seed: u64, profiles: usize) -> Result<(), String> {
     let mut arrivals = arrivals(&project, &inputs, seed ^ 0x5eed, 0, true).into_iter();
     let mut next = arrivals.next();
     let mut fired_total = 0;
-    for (t, batch) in times.iter().zip(&runs) {
+    for (run, (t, batch)) in times.iter().zip(&runs).enumerate() {
+        let mut due: Vec<_> = Vec::new();
         while let Some((at, source, row)) = next.take() {
             if at > *t {
                 next = Some((at, source, row));
                 break;
             }
-            engine.ingest(source, row);
+            due.push((source, row));
             next = arrivals.next();
+        }
+        // Every other run, the engine restarts from a checkpoint halfway through the rows
+        // between two advances (undecided links, unevaluated profiles, merged profiles'
+        // exits, future events and timers all in flight).
+        let half = if run % 2 == 1 { due.len() / 2 } else { 0 };
+        for (i, (source, row)) in due.into_iter().enumerate() {
+            if i == half && run % 2 == 1 {
+                engine = restart(&engine, &project, 0);
+            }
+            engine.ingest(source, row);
         }
         engine.touch_all();
         engine.advance(*t);
@@ -513,4 +534,122 @@ fn a_timestamp_compared_with_now_sets_its_own_exit_timer() {
         at("2024-01-10 15:30:00"),
         "left at the trial's end"
     );
+}
+
+/// What an engine did and holds, for comparing two engines: every segment transition and
+/// journey step (in order), every profile's values and journey states at the end, the counts.
+fn moves_and_state(
+    engine: &StreamEngine,
+    transitions: &[cdp_runtime::stream::Transition],
+    steps: &[JourneyEvent],
+) -> (Vec<String>, Vec<String>, Vec<String>, String) {
+    let moves = transitions.iter().map(|t| format!("{t:?}")).collect();
+    let steps = steps.iter().map(|e| format!("{e:?}")).collect();
+    let mut state = Vec::new();
+    for e in 0..engine.project().entities.len() {
+        let entity = EntityId(e as u32);
+        for (id, values) in engine.profiles(entity) {
+            state.push(format!("{id} {values:?}"));
+        }
+        for (id, j, s) in engine.journey_states(entity) {
+            state.push(format!("{id} {j:?} {s:?}"));
+        }
+        let mut ids = engine.identifiers(entity);
+        ids.sort();
+        state.extend(ids.into_iter().map(|i| format!("{i:?}")));
+    }
+    state.sort();
+    (moves, steps, state, format!("{:?}", engine.counts()))
+}
+
+/// Checkpoints lose nothing: an engine restarted from its own checkpoint at random points (in
+/// the middle of the rows between two advances, too) makes the same segment transitions —
+/// exits by time included, so its timers survived — the same journey steps, and ends with
+/// the same profiles, journey states, identifiers and counts as one that never stopped.
+fn restarts_change_nothing(seed: u64, profiles: usize, restarts: &[usize]) -> Result<(), String> {
+    const SIX_HOURS: i64 = 6 * 3_600 * 1_000_000;
+    let lateness_ms = 3_600_000;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    data::write_retail_project(dir.path(), seed, profiles).map_err(|e| e.to_string())?;
+    let (project, inputs) = engines::project_inputs(dir.path());
+    let project = Arc::new(project);
+    let options = Options {
+        allowed_lateness_ms: lateness_ms,
+    };
+    let rows = arrivals(&project, &inputs, seed, lateness_ms as i64 * 1000, false);
+    let restart_at: std::collections::BTreeSet<usize> =
+        restarts.iter().map(|r| r % rows.len().max(1)).collect();
+    let mut steady = StreamEngine::new(project.clone(), options);
+    let mut restarted = StreamEngine::new(project.clone(), options);
+    let (mut moves, mut steps) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    let mut next_advance = i64::MIN;
+    for (i, (at, source, row)) in rows.into_iter().enumerate() {
+        if restart_at.contains(&i) {
+            restarted = restart(&restarted, &project, lateness_ms);
+        }
+        // Advance both every six hours of arrival time, as a server catches up.
+        if at >= next_advance {
+            for (k, engine) in [&mut steady, &mut restarted].into_iter().enumerate() {
+                let clock = engine.clock();
+                engine.advance(clock);
+                moves[k].extend(engine.take_transitions());
+                steps[k].extend(engine.take_journey_events());
+            }
+            next_advance = at.saturating_add(SIX_HOURS);
+        }
+        steady.ingest(source, row.clone());
+        restarted.ingest(source, row);
+    }
+    for (k, engine) in [&mut steady, &mut restarted].into_iter().enumerate() {
+        engine.advance(AS_OF_MICROS + 30 * 86_400_000_000);
+        moves[k].extend(engine.take_transitions());
+        steps[k].extend(engine.take_journey_events());
+    }
+    let by_time = moves[0].iter().filter(|t| t.by_time).count();
+    if by_time == 0 {
+        return Err(format!(
+            "seed {seed}: no exit by time: the case proves nothing"
+        ));
+    }
+    let a = moves_and_state(&steady, &moves[0], &steps[0]);
+    let b = moves_and_state(&restarted, &moves[1], &steps[1]);
+    for (what, x, y) in [
+        ("transitions", &a.0, &b.0),
+        ("journey steps", &a.1, &b.1),
+        ("state", &a.2, &b.2),
+    ] {
+        if let Some(i) = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i)) {
+            return Err(format!(
+                "seed {seed}, {profiles} profiles, restarts {restart_at:?}: {what} differ at \
+                 {i} of {}/{}:\n  never stopped: {:?}\n  restarted:     {:?}",
+                x.len(),
+                y.len(),
+                x.get(i),
+                y.get(i)
+            ));
+        }
+    }
+    if a.3 != b.3 {
+        return Err(format!("seed {seed}: counts {} vs {}", a.3, b.3));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 8,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_restart_from_a_checkpoint_changes_nothing(
+        seed in 0u64..1_000_000,
+        profiles in 20usize..120,
+        restarts in prop::collection::vec(0usize..100_000, 1..6),
+    ) {
+        if let Err(e) = restarts_change_nothing(seed, profiles, &restarts) {
+            prop_assert!(false, "{}", e);
+        }
+    }
 }

@@ -813,3 +813,141 @@ fn the_operators_serve_tracked_events_at_once_and_log_what_they_move() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(posted(&new["canonical_id"]).len(), 1);
 }
+
+/// Checkpoints under kills: the server checkpoints its operators' state after every batch of
+/// events (`checkpoint_interval = "0"`) and is killed with SIGKILL during concurrent ingest,
+/// four times. After the last restart (from a checkpoint, replaying only the log after it)
+/// the live values count every logged event once — every acknowledged one among them — and
+/// each profile's entry into high_value is in the transition log once.
+#[test]
+fn live_values_count_every_acknowledged_event_once_across_kills_and_checkpoints() {
+    let (_tmp, dir, key) = project();
+    let toml = dir.join("cdp.toml");
+    let mut config = std::fs::read_to_string(&toml).unwrap();
+    config.push_str("\n[stream]\ncheckpoint_interval = \"0\"\n");
+    std::fs::write(&toml, config).unwrap();
+    let admin = add_key(&dir, "ops", "admin");
+    let acknowledged = Arc::new(Mutex::new(Vec::<(usize, String)>::new()));
+    for round in 0..4u64 {
+        let server = Arc::new(Server::start(&dir));
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let (server, key, acknowledged) =
+                    (server.clone(), key.clone(), acknowledged.clone());
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        let ids: Vec<String> =
+                            (0..5).map(|j| format!("k{round}-{t}-{i}-{j}")).collect();
+                        let batch = json!({"batch": ids.iter().map(|id| json!({
+                            "type": "track", "event": "Order Completed", "userId": format!("K{t}"),
+                            "messageId": id, "timestamp": "2025-02-01T10:00:00Z",
+                            "properties": {"order_id": id, "total": 10.0, "status": "completed"},
+                        })).collect::<Vec<_>>()});
+                        let body = batch.to_string();
+                        let (status, _) =
+                            server.send("POST", "/v1/batch", &basic(&key), body.as_bytes());
+                        if status != 200 {
+                            return; // the server is gone
+                        }
+                        let mut acked = acknowledged.lock().unwrap();
+                        acked.extend(ids.into_iter().map(|id| (t, id)));
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(900 + 300 * round));
+        let pid = server.pid();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        for s in senders {
+            s.join().unwrap();
+        }
+    }
+    let server = Server::start(&dir);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    // Resending everything acknowledged changes nothing: all repeats.
+    for chunk in acknowledged.chunks(200) {
+        let batch = json!({"batch": chunk.iter().map(|(t, id)| json!({
+            "type": "track", "event": "Order Completed", "userId": format!("K{t}"),
+            "messageId": id, "timestamp": "2025-02-01T10:00:00Z",
+            "properties": {"order_id": id, "total": 10.0, "status": "completed"},
+        })).collect::<Vec<_>>()});
+        let body = batch.to_string();
+        assert_eq!(
+            server
+                .send("POST", "/v1/batch", &basic(&key), body.as_bytes())
+                .0,
+            200
+        );
+    }
+    let (_, status) = server.get("/api/v1/live", &admin);
+    let checkpoint = &status["checkpoint"];
+    assert!(
+        checkpoint["restored_from_offset"].as_u64().unwrap_or(0) > 0,
+        "the last start did not use a checkpoint: {status}"
+    );
+    assert!(
+        checkpoint["events_replayed_since_start"].as_u64().unwrap()
+            < status["events"].as_u64().unwrap(),
+        "{status}"
+    );
+    // The log as another process reads it while the server holds it.
+    let events: Vec<Value> = cdp_runtime::eventlog::read_all(&EventLog::path(&dir.join(".cdp")))
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    let mut entered_checked = 0;
+    for t in 0..4 {
+        let user = format!("K{t}");
+        let logged = events
+            .iter()
+            .filter(|e| e["userId"] == user.as_str())
+            .count();
+        let acked = acknowledged.iter().filter(|(u, _)| *u == t).count();
+        assert!(
+            logged >= acked,
+            "{user}: {acked} acknowledged, {logged} logged"
+        );
+        let (code, profile) = live(&server, &admin, &user);
+        if logged == 0 {
+            assert_eq!(code, 404);
+            continue;
+        }
+        assert_eq!(code, 200, "{profile}");
+        assert_eq!(
+            profile["features"]["orders_total"],
+            json!(logged),
+            "{user}: {logged} orders logged ({acked} acknowledged): {profile}"
+        );
+        let ltv = profile["features"]["lifetime_value"].as_f64().unwrap();
+        assert!(
+            (ltv - 10.0 * logged as f64).abs() < 1e-6,
+            "{user}: {profile}"
+        );
+        if logged >= 50 {
+            let (_, log) = server.get(
+                "/api/v1/transitions?definition=high_value&limit=1000",
+                &admin,
+            );
+            let entries = log["transitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| {
+                    x["profile"] == profile["canonical_id"] && x["what"]["kind"] == "segment_enter"
+                })
+                .count();
+            assert_eq!(
+                entries, 1,
+                "{user} entered high_value {entries} times: {log}"
+            );
+            entered_checked += 1;
+        }
+    }
+    assert!(
+        entered_checked > 0,
+        "no profile reached high_value: {status}"
+    );
+}

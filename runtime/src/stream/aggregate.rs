@@ -12,7 +12,7 @@ use cdp_compiler::types::{Aggregate as AggFn, Type};
 use super::eval::arithmetic;
 use super::value::Value;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum AggState {
     /// Windowed: the (time, value) of the events inside the window, oldest first.
     Window(VecDeque<(i64, Value)>),

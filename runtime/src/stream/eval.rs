@@ -23,7 +23,7 @@ pub struct Scope<'a> {
 
 /// The values of one profile, indexed by the IR ids of the project (entries of other entities
 /// stay null).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProfileValues {
     pub attributes: Vec<Value>,
     pub aggregates: Vec<Value>,

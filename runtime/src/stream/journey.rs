@@ -10,7 +10,7 @@ use cdp_compiler::ir::{self, Expr, NodeKind, Reentry};
 use md5::{Digest, Md5};
 
 /// Where a profile is in a journey (one row of `<journey>_state_next`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JourneyState {
     pub node: u32,
     pub status: Status,
@@ -22,7 +22,7 @@ pub struct JourneyState {
     pub reached: Vec<Option<i64>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     Active,
     Converted,
@@ -43,7 +43,7 @@ impl Status {
 }
 
 /// What a step did, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Happened {
     Entered,
     /// Moved to a node (its stage's name is in the journey).

@@ -24,6 +24,7 @@
 //! to T, equal the batch program's values as of T (the property test `stream_equals_batch`).
 
 pub mod aggregate;
+pub mod checkpoint;
 pub mod eval;
 pub mod feed;
 pub mod journey;
@@ -62,9 +63,10 @@ impl Default for Options {
 }
 
 /// A segment entry or exit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Transition {
     pub entity: EntityId,
+    #[serde(with = "checkpoint::arc_str")]
     pub canonical_id: Arc<str>,
     pub segment: SegmentId,
     pub entered: bool,
@@ -75,9 +77,10 @@ pub struct Transition {
 }
 
 /// A journey step of one profile: entered, reached a node, fired an activation, ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JourneyEvent {
     pub entity: EntityId,
+    #[serde(with = "checkpoint::arc_str")]
     pub canonical_id: Arc<str>,
     pub journey: ir::JourneyId,
     pub happened: Happened,
@@ -86,7 +89,7 @@ pub struct JourneyEvent {
 }
 
 /// An event older than the watermark when it arrived: kept aside.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Late {
     pub source: SourceId,
     pub row: Vec<Value>,
@@ -95,7 +98,7 @@ pub struct Late {
 }
 
 /// What the engine has seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub rows: u64,
     pub late: u64,
@@ -127,6 +130,7 @@ pub struct StreamEngine {
 }
 
 /// What an entity's operators read from the project, computed once.
+#[derive(Default)]
 struct EntityPlan {
     id: EntityId,
     /// Per source: its key bindings in key-priority order.
@@ -154,17 +158,22 @@ struct EntityPlan {
     timed_values: HashSet<(u8, u32)>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Node {
     parent: u32,
     key: u32,
+    #[serde(with = "checkpoint::arc_str")]
     text: Arc<str>,
     first_seen: i64,
 }
 
 /// The operators' state of one profile.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Profile {
+    #[serde(with = "checkpoint::arc_str")]
     id: Arc<str>,
     /// (first seen, priority, `key:value`) of the anchor identifier.
+    #[serde(with = "checkpoint::anchor")]
     anchor: (i64, u64, Arc<str>),
     aggregates: Vec<AggState>,
     /// Per sequence, per step: event times, sorted.
@@ -172,6 +181,7 @@ struct Profile {
     /// Per source attribute: the best (order, value) so far.
     attributes: Vec<Option<(Value, Value)>>,
     /// Events dated after the clock when they arrived: applied once the clock reaches them.
+    #[serde(with = "checkpoint::pending")]
     pending: Vec<(i64, ir::BehaviorId, Arc<[Value]>)>,
     values: ProfileValues,
     members: Vec<bool>,
@@ -179,6 +189,7 @@ struct Profile {
     journeys: Vec<Option<JourneyState>>,
     /// Per journey: the states of profiles merged into this one since the last advance, with
     /// their ids; the next step keeps the profile's own state, else the one entered first.
+    #[serde(with = "checkpoint::carried")]
     carried: Vec<Vec<(Arc<str>, JourneyState)>>,
     /// The advance (generation) the profile was created after: a profile that lived through
     /// an advance has an id the outside has seen, and keeps it when merging with a newer one.
@@ -186,9 +197,14 @@ struct Profile {
     alive: bool,
 }
 
+/// Checkpoints ([`checkpoint`]) write every field but the plan and the index, which are
+/// rebuilt from the project and the nodes.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct EntityState {
+    #[serde(skip)]
     plan: EntityPlan,
     nodes: Vec<Node>,
+    #[serde(skip)]
     index: HashMap<(u32, Arc<str>), u32>,
     /// Per node and key: the identifiers of that key linked to it (in the order links were
     /// decided: first seen, then by value).
@@ -208,6 +224,7 @@ struct EntityState {
     timers: BTreeSet<(i64, usize)>,
     timer_of: HashMap<usize, i64>,
     /// Profiles merged into another since the last advance, with their memberships.
+    #[serde(with = "checkpoint::gone")]
     gone: Vec<(Arc<str>, Vec<bool>)>,
     /// Profiles evaluated since their journeys last stepped.
     changed: BTreeSet<usize>,

@@ -15,7 +15,7 @@ use crate::load::{parse_date, parse_decimal, parse_duration, parse_timestamp};
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// One value of a row or of a profile.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -23,14 +23,14 @@ pub enum Value {
     Float(f64),
     /// Mantissa and scale: `Decimal(1250, 2)` is 12.50.
     Decimal(i128, u32),
-    Str(Arc<str>),
+    Str(#[serde(with = "super::checkpoint::arc_str")] Arc<str>),
     /// Days since 1970-01-01.
     Date(i32),
     /// Microseconds since the epoch (UTC).
     Timestamp(i64),
     /// Milliseconds.
     Duration(i64),
-    List(Arc<[Value]>),
+    List(#[serde(with = "super::checkpoint::arc_values")] Arc<[Value]>),
 }
 
 impl Value {
