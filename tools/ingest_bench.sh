@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Tracking API ingest throughput: events per second acknowledged by `cdp serve`, each durable in
-# the event log (fsync before the 200) and de-duplicated by messageId.
+# Tracking API ingest throughput and latency: events per second acknowledged by `cdp serve`,
+# each durable in the event log (fsync before the 200), de-duplicated by messageId and applied
+# by the streaming operators before the 200; and the time from a 200 to the new value being
+# served by GET /api/v1/live.
 #
-#   tools/ingest_bench.sh [--seconds 20] [--batch 100] [--connections 16]
+#   tools/ingest_bench.sh [--seconds 20] [--batch 100] [--connections 16] [--unmapped]
 #
-# Builds cdp (release), copies examples/retail to a temporary directory, makes a write key,
-# starts `cdp serve` (on core 1 when there are two or more, the load tool on core 0), and drives
-# POST /v1/batch with `wrk` (Debian package; installed when missing): every request carries
-# --batch track events with fresh messageIds. Prints wrk's figures, events/s (requests/s x
-# batch), the log's size and record count afterwards, and bytes per event.
+# Builds cdp (release), copies examples/retail to a temporary directory, makes a write key and
+# an admin key, starts `cdp serve` (on core 1 when there are two or more, the load tool on core
+# 0), and drives POST /v1/batch with `wrk` (Debian package; installed when missing): every
+# request carries --batch "Order Completed" track events (rows of `orders`, so they go through
+# identity, aggregates, segments and journeys) for 100,000 customers, with fresh messageIds;
+# --unmapped sends "Product Viewed" events instead, which no source takes (log only). Prints
+# wrk's figures, events/s (requests/s x batch), the log's size and record count afterwards, and
+# bytes per event. A probe meanwhile (under load) and afterwards (idle) sends 200 orders of
+# new customers one at a time and reads each one's lifetime_value back at once: it prints the
+# percentiles of POST -> 200 and of 200 -> value served, and fails if a value is wrong.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_=20
 BATCH=100
 CONNECTIONS=16
+EVENT="Order Completed"
 while [ $# -gt 0 ]; do
   case "$1" in
+    --unmapped) EVENT="Product Viewed"; shift ;;
     --seconds) SECONDS_="$2"; shift 2 ;;
     --batch) BATCH="$2"; shift 2 ;;
     --connections) CONNECTIONS="$2"; shift 2 ;;
@@ -30,6 +39,7 @@ trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 cp -r examples/retail "$WORK/p"
 rm -rf "$WORK/p/.cdp"
 KEY=$("$CDP" keys add bench --role write --dir "$WORK/p" | grep -o 'cdp_[0-9a-f]*')
+ADMIN=$("$CDP" keys add ops --role admin --dir "$WORK/p" | grep -o 'cdp_[0-9a-f]*')
 SERVER_CPU=()
 LOAD_CPU=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -42,7 +52,8 @@ for _ in $(seq 100); do grep -q "serving" "$WORK/serve.log" && break; sleep 0.1;
 ADDR=$(grep -o 'http://[0-9.:]*' "$WORK/serve.log" | head -1)
 AUTH=$(printf '%s:' "$KEY" | base64 -w0)
 cat >"$WORK/batch.lua" <<LUA
--- Each request: $BATCH track events, messageIds unique per thread and request (thread_id is
+-- Each request: $BATCH track events (no sentAt: Segment's clock-skew correction would move
+-- them to the time of receipt), messageIds unique per thread and request (thread_id is
 -- a global that setup() sets in each thread).
 thread_id = 0
 local counter = 0
@@ -54,18 +65,59 @@ request = function()
   local events = {}
   for i = 1, $BATCH do
     events[i] = string.format(
-      '{"type":"track","userId":"C%05d","event":"Product Viewed","messageId":"%d-%d-%d",' ..
-      '"properties":{"sku":"S-%d","price":19.9},"timestamp":"2024-11-20T10:00:00Z"}',
-      (counter * $BATCH + i) % 100000, thread_id, counter, i, i)
+      '{"type":"track","userId":"C%05d","event":"$EVENT","messageId":"%d-%d-%d",' ..
+      '"properties":{"order_id":"%d-%d-%d","total":19.9,"status":"completed"},' ..
+      '"timestamp":"2025-02-01T10:00:00Z"}',
+      (counter * $BATCH + i) % 100000, thread_id, counter, i, thread_id, counter, i)
   end
-  local body = '{"batch":[' .. table.concat(events, ",") .. '],"sentAt":"2024-11-20T10:00:01Z"}'
+  local body = '{"batch":[' .. table.concat(events, ",") .. ']}'
   return wrk.format("POST", "/v1/batch",
     {["Content-Type"] = "application/json", ["Authorization"] = "Basic $AUTH"}, body)
 end
 LUA
-echo "== wrk: $CONNECTIONS connections, ${SECONDS_}s, $BATCH events per request (POST /v1/batch)"
+cat >"$WORK/probe.py" <<'PY'
+# One order of a new customer at a time: POST /v1/track, then at once GET its live profile;
+# the value must be the order's total. Prints percentiles (ms) of both times.
+import base64, json, sys, time, urllib.request
+addr, key, admin, tag, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+basic = "Basic " + base64.b64encode((key + ":").encode()).decode()
+acks, served = [], []
+for i in range(n):
+    user, total = f"P{tag}{i}", 100 + i
+    body = json.dumps({"userId": user, "event": "Order Completed", "messageId": f"probe-{tag}-{i}",
+                       "timestamp": "2025-02-01T10:00:00Z",
+                       "properties": {"order_id": f"probe-{tag}-{i}", "total": total,
+                                      "status": "completed"}}).encode()
+    req = urllib.request.Request(addr + "/v1/track", body, {"Authorization": basic,
+                                                            "Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    urllib.request.urlopen(req).read()
+    t1 = time.perf_counter()
+    get = urllib.request.Request(f"{addr}/api/v1/live/customer/customer_id/{user}",
+                                 headers={"Authorization": "Bearer " + admin})
+    profile = json.loads(urllib.request.urlopen(get).read())
+    t2 = time.perf_counter()
+    got = profile["features"]["lifetime_value"]
+    if abs(float(got) - total) > 1e-6:
+        sys.exit(f"probe {tag}: {user} has lifetime_value {got}, sent {total}")
+    acks.append((t1 - t0) * 1000)
+    served.append((t2 - t1) * 1000)
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+for name, xs in [("POST -> 200", acks), ("200 -> value served", served)]:
+    print(f"   {tag}: {name}: p50 {pct(xs, 50):.2f} ms, p95 {pct(xs, 95):.2f} ms, "
+          f"p99 {pct(xs, 99):.2f} ms ({len(xs)} orders, every value right)")
+PY
+echo "== wrk: $CONNECTIONS connections, ${SECONDS_}s, $BATCH \"$EVENT\" events per request (POST /v1/batch)"
+( sleep 2; "${LOAD_CPU[@]}" python3 "$WORK/probe.py" "$ADDR" "$KEY" "$ADMIN" under-load 200 ) >"$WORK/probe.out" 2>&1 &
+PROBE=$!
 OUT=$("${LOAD_CPU[@]}" wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_}s" --latency -s "$WORK/batch.lua" "$ADDR/v1/batch")
 echo "$OUT"
+wait $PROBE || { cat "$WORK/probe.out"; exit 1; }
+"${LOAD_CPU[@]}" python3 "$WORK/probe.py" "$ADDR" "$KEY" "$ADMIN" idle 200 >>"$WORK/probe.out"
+echo "== latency probe (one order of a new customer, then its live lifetime_value):"
+cat "$WORK/probe.out"
 RPS=$(echo "$OUT" | awk '/Requests\/sec/ {print $2}')
 NON2XX=$(echo "$OUT" | awk '/Non-2xx/ {print $NF}')
 kill $SERVER; wait $SERVER 2>/dev/null || true

@@ -57,6 +57,9 @@ pub struct App {
     transitions: Arc<cdp_runtime::transitions::TransitionLog>,
     /// The streaming operators over the event log, built from the catalog it names.
     live: Mutex<Option<(Arc<Catalog>, live::Live)>>,
+    /// Set (and signalled) when the tracking API has logged events the operators have not
+    /// taken yet: the stream worker ([`App::run_stream_worker`]) wakes up.
+    stream_wake: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl App {
@@ -96,7 +99,41 @@ impl App {
             outbox: Arc::new(outbox),
             transitions: Arc::new(transitions),
             live: Mutex::new(None),
+            stream_wake: (Mutex::new(false), std::sync::Condvar::new()),
         })
+    }
+
+    /// Tells the stream worker that events were logged.
+    pub fn wake_stream(&self) {
+        if let Ok(mut pending) = self.stream_wake.0.lock() {
+            *pending = true;
+            self.stream_wake.1.notify_one();
+        }
+    }
+
+    /// The stream worker: runs the logged events through the operators as they arrive, off
+    /// the requests' path (a tracking request returns once its events are durable). Under load
+    /// one catch-up takes the events of many requests. Readers of live values catch up first,
+    /// so a value is served at once after its event's 200 all the same.
+    pub fn run_stream_worker(&self) {
+        loop {
+            {
+                let Ok(pending) = self.stream_wake.0.lock() else {
+                    return;
+                };
+                let Ok((mut pending, _)) =
+                    self.stream_wake
+                        .1
+                        .wait_timeout_while(pending, Duration::from_secs(1), |p| !*p)
+                else {
+                    return;
+                };
+                *pending = false;
+            }
+            if let Err(e) = self.catch_up_live() {
+                eprintln!("stream: {e}");
+            }
+        }
     }
 
     /// Runs the events logged since the last call through the streaming operators (rebuilt
@@ -642,6 +679,8 @@ pub fn serve(dir: &Path, options: &Options, out: &mut dyn std::io::Write) -> Res
             let _ = writeln!(out, "open http://{addr}/login?key={key}");
         }
         let _ = out.flush();
+        let worker = app.clone();
+        std::thread::spawn(move || worker.run_stream_worker());
         let watcher = app.clone();
         tokio::spawn(async move {
             loop {

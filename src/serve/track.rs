@@ -159,12 +159,10 @@ async fn call(
         let accepted = app
             .ingest()
             .accept(kind.as_deref(), &messages, received_at)?;
-        // The events are durable; the operators take them before the answer, so that the
-        // live API serves what they changed once the client has its 200. A failure here
-        // does not undo the write: the next catch-up retries from the log.
-        if let Err(e) = app.catch_up_live() {
-            eprintln!("stream: {e}");
-        }
+        // The events are durable: the answer goes now, and the stream worker runs them
+        // through the operators. A reader of live values catches up before reading, so it
+        // sees them once the client has its 200.
+        app.wake_stream();
         Ok(accepted)
     })
     .await;

@@ -156,6 +156,10 @@ struct EntityPlan {
     timed_sequences: Vec<bool>,
     /// The attributes (0, id) and features (1, id) segments and journey conditions read.
     timed_values: HashSet<(u8, u32)>,
+    /// The derived attributes, features and segments among those whose value reads `now()`
+    /// (directly or through another profile value), in evaluation order: all that can change
+    /// when only the clock moves (no event, no aggregate or sequence expiry).
+    clock_values: Vec<ProfileValue>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -234,6 +238,9 @@ struct EntityState {
     /// Profiles that finished a `reentry always` journey whose entry still holds: they enter
     /// again at the next step, as the next batch run enters them.
     reentering: BTreeSet<usize>,
+    /// Recompute whole profiles at every timer (for comparing against the clock-only path).
+    #[serde(skip)]
+    full_timer_evaluations: bool,
 }
 
 impl StreamEngine {
@@ -396,6 +403,15 @@ impl StreamEngine {
         self.quiet = false;
         self.touch_all();
         self.advance(at.max(self.clock));
+    }
+
+    /// Makes every timer recompute the whole profile, as if events had changed it, instead of
+    /// only the values that read `now()` when nothing but the clock moved. Slower; the result
+    /// is the same (a test compares the two).
+    pub fn evaluate_fully_on_timers(&mut self) {
+        for st in &mut self.entities {
+            st.full_timer_evaluations = true;
+        }
     }
 
     /// Marks every profile changed, so that the next [`StreamEngine::advance`] evaluates them
@@ -714,7 +730,47 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         timed_aggregates,
         timed_sequences,
         timed_values: seen.iter().copied().filter(|(k, _)| *k < 2).collect(),
+        clock_values: clock_values(p, id, &seen),
     }
+}
+
+/// The profile values of entity `id` among `read` (and every segment) that read `now()`,
+/// directly or through a profile value that does, in evaluation order.
+fn clock_values(p: &ir::Project, id: EntityId, read: &BTreeSet<(u8, u32)>) -> Vec<ProfileValue> {
+    let mut clocked: HashSet<(u8, u32)> = HashSet::new();
+    let mut out = Vec::new();
+    for pv in &p.profile_order {
+        let (tag, expr) = match *pv {
+            ProfileValue::Attribute(a) if p.attributes[a.index()].entity == id => {
+                match &p.attributes[a.index()].value {
+                    AttributeValue::Derived(e) => ((0, a.0), e),
+                    _ => continue,
+                }
+            }
+            ProfileValue::Feature(f) if p.features[f.index()].entity == id => {
+                ((1, f.0), &p.features[f.index()].value)
+            }
+            ProfileValue::Segment(s) if p.segments[s.index()].entity == id => {
+                ((2, s.0), &p.segments[s.index()].condition)
+            }
+            _ => continue,
+        };
+        let mut reads = false;
+        expr.walk(|x| match &x.kind {
+            ExprKind::AsOf | ExprKind::Call(cdp_compiler::types::Function::Now, _) => reads = true,
+            ExprKind::Attribute(a) if clocked.contains(&(0, a.0)) => reads = true,
+            ExprKind::Feature(f) if clocked.contains(&(1, f.0)) => reads = true,
+            ExprKind::Segment(s) if clocked.contains(&(2, s.0)) => reads = true,
+            _ => {}
+        });
+        if reads {
+            clocked.insert(tag);
+            if tag.0 == 2 || read.contains(&tag) {
+                out.push(*pv);
+            }
+        }
+    }
+    out
 }
 
 /// Every condition of a journey: entry, goal, exit, `wait until` and `branch` conditions.
@@ -751,6 +807,7 @@ impl EntityState {
             journey_timers: BTreeSet::new(),
             journey_timer_of: HashMap::new(),
             reentering: BTreeSet::new(),
+            full_timer_evaluations: false,
         }
     }
 
@@ -1072,6 +1129,28 @@ impl EntityState {
 
     /// Computes a profile's values at `at`, records segment entries and exits, and sets its
     /// next timer.
+    /// Whether the profile's stored values are complete and nothing but `now()` can have
+    /// changed them by `at`: no timed aggregate has an event leaving its window by then and no
+    /// timed sequence holds step times.
+    fn only_the_clock_moves(&self, slot: usize, at: i64) -> bool {
+        let profile = &self.profiles[slot];
+        if profile.values.segments.is_empty() {
+            return false;
+        }
+        let aggregates = self.plan.aggregates.iter().zip(&profile.aggregates);
+        let windows_hold = aggregates
+            .zip(&self.plan.timed_aggregates)
+            .filter(|(_, timed)| **timed)
+            .all(|(((_, spec), state), _)| spec.next_expiry(state).is_none_or(|t| t > at));
+        let sequences_empty = profile
+            .sequences
+            .iter()
+            .zip(&self.plan.timed_sequences)
+            .filter(|(_, timed)| **timed)
+            .all(|(lists, _)| lists.iter().all(Vec::is_empty));
+        windows_hold && sequences_empty
+    }
+
     fn evaluate(
         &mut self,
         slot: usize,
@@ -1087,6 +1166,14 @@ impl EntityState {
         let pending = std::mem::take(&mut self.profiles[slot].pending);
         let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(t, _, _)| *t <= at);
         self.profiles[slot].pending = later;
+        // A timer where only the clock moved (no event since the last evaluation, no held
+        // event due, no event leaving a window, no sequence step times) changes only the
+        // values that read now(): those are recomputed, the rest kept.
+        let clock_only = by_time
+            && !self.full_timer_evaluations
+            && due.is_empty()
+            && !self.dirty.contains(&slot)
+            && self.only_the_clock_moves(slot, at);
         for (t, b, row) in due {
             self.apply_event(slot, b, t, &row, p, re, at);
         }
@@ -1105,7 +1192,15 @@ impl EntityState {
             }
         }
         // Only what segments and journeys read: the rest is computed when read.
-        let v = compute(plan, profile, at, p, re, true);
+        let v = if clock_only {
+            let mut v = std::mem::take(&mut profile.values);
+            for pv in &plan.clock_values {
+                profile_value(*pv, &mut v, at, p, re);
+            }
+            v
+        } else {
+            compute(plan, profile, at, p, re, true)
+        };
         for (i, s) in plan.segments.iter().enumerate() {
             let member = v.segments[s.index()].truth() == Some(true);
             if member != profile.members[i] {
@@ -1419,21 +1514,36 @@ fn compute(
             ProfileValue::Attribute(a) if timed && !plan.timed_values.contains(&(0, a.0)) => {}
             ProfileValue::Feature(f) if timed && !plan.timed_values.contains(&(1, f.0)) => {}
             ProfileValue::Attribute(a) if p.attributes[a.index()].entity == plan.id => {
-                if let AttributeValue::Derived(e) = &p.attributes[a.index()].value {
-                    v.attributes[a.index()] = profile_eval(e, &v, at, re);
-                }
+                profile_value(*pv, &mut v, at, p, re)
             }
             ProfileValue::Feature(f) if p.features[f.index()].entity == plan.id => {
-                v.features[f.index()] = profile_eval(&p.features[f.index()].value, &v, at, re);
+                profile_value(*pv, &mut v, at, p, re)
             }
             ProfileValue::Segment(s) if p.segments[s.index()].entity == plan.id => {
-                let c = profile_eval(&p.segments[s.index()].condition, &v, at, re);
-                v.segments[s.index()] = Value::Bool(c.truth() == Some(true));
+                profile_value(*pv, &mut v, at, p, re)
             }
             _ => {}
         }
     }
     v
+}
+
+/// Computes one derived attribute, feature or segment of `v` from the values before it.
+fn profile_value(pv: ProfileValue, v: &mut ProfileValues, at: i64, p: &ir::Project, re: &Regexes) {
+    match pv {
+        ProfileValue::Attribute(a) => {
+            if let AttributeValue::Derived(e) = &p.attributes[a.index()].value {
+                v.attributes[a.index()] = profile_eval(e, v, at, re);
+            }
+        }
+        ProfileValue::Feature(f) => {
+            v.features[f.index()] = profile_eval(&p.features[f.index()].value, v, at, re);
+        }
+        ProfileValue::Segment(s) => {
+            let c = profile_eval(&p.segments[s.index()].condition, v, at, re);
+            v.segments[s.index()] = Value::Bool(c.truth() == Some(true));
+        }
+    }
 }
 
 fn sequence_holds(seq: &ir::Sequence, lists: &[Vec<i64>], at: i64) -> bool {
