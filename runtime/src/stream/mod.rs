@@ -160,6 +160,8 @@ struct EntityPlan {
     /// (directly or through another profile value), in evaluation order: all that can change
     /// when only the clock moves (no event, no aggregate or sequence expiry).
     clock_values: Vec<ProfileValue>,
+    /// Whether a journey condition reads `now()` itself (then every evaluation steps them).
+    journeys_read_now: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -697,6 +699,19 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
             _ => {}
         });
     }
+    let mut journeys_read_now = false;
+    for j in &journeys {
+        for e in journey_conditions(&p.journeys[j.index()]) {
+            e.walk(|x| {
+                if matches!(
+                    &x.kind,
+                    ExprKind::AsOf | ExprKind::Call(cdp_compiler::types::Function::Now, _)
+                ) {
+                    journeys_read_now = true;
+                }
+            });
+        }
+    }
     let timed_aggregates = aggregates
         .iter()
         .map(|(a, _)| seen.contains(&(3, a.0)))
@@ -731,6 +746,7 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         timed_sequences,
         timed_values: seen.iter().copied().filter(|(k, _)| *k < 2).collect(),
         clock_values: clock_values(p, id, &seen),
+        journeys_read_now,
     }
 }
 
@@ -1192,10 +1208,25 @@ impl EntityState {
             }
         }
         // Only what segments and journeys read: the rest is computed when read.
+        // Whether a value journeys may read changed (a clock-only evaluation that changed
+        // nothing leaves the journeys where they are: a step would find what the last found).
+        let mut moved = !clock_only || plan.journeys_read_now;
         let v = if clock_only {
             let mut v = std::mem::take(&mut profile.values);
             for pv in &plan.clock_values {
+                let slot = match *pv {
+                    ProfileValue::Attribute(a) => &v.attributes[a.index()],
+                    ProfileValue::Feature(f) => &v.features[f.index()],
+                    ProfileValue::Segment(s) => &v.segments[s.index()],
+                };
+                let before = slot.clone();
                 profile_value(*pv, &mut v, at, p, re);
+                let after = match *pv {
+                    ProfileValue::Attribute(a) => &v.attributes[a.index()],
+                    ProfileValue::Feature(f) => &v.features[f.index()],
+                    ProfileValue::Segment(s) => &v.segments[s.index()],
+                };
+                moved |= before != *after;
             }
             v
         } else {
@@ -1268,7 +1299,9 @@ impl EntityState {
             }
         }
         profile.values = v;
-        self.changed.insert(slot);
+        if moved {
+            self.changed.insert(slot);
+        }
         if let Some(old) = self.timer_of.remove(&slot) {
             self.timers.remove(&(old, slot));
         }
