@@ -5,7 +5,7 @@
 //! exits and activations go to the transition log.
 //!
 //! The state's durable form is a checkpoint (`<storage>/stream/checkpoint`, written by
-//! [`Live::checkpoint`] every `[stream] checkpoint_interval`) plus the log after its offset. At
+//! [`Live::checkpoint_due`] and `App::checkpoint_live` every `[stream] checkpoint_interval`) plus the log after its offset. At
 //! start the engine reads the checkpoint if it was computed from the same project, options and
 //! source files, and replays the log after it; otherwise it reads the project's source files
 //! (what a batch run reads) and replays the whole log. Either way every acknowledged event

@@ -197,39 +197,19 @@ fn every_call_type_is_logged_once_per_message_id_with_segments_semantics() {
 #[test]
 fn nothing_acknowledged_is_lost_or_doubled_when_the_server_is_killed_during_ingest() {
     let (_tmp, dir, key) = project();
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    for round in 0..4 {
-        let server = Arc::new(Server::start(&dir));
-        let senders: Vec<_> = (0..4)
-            .map(|t| {
-                let (server, key, acknowledged) = (server.clone(), key.clone(), acknowledged.clone());
-                std::thread::spawn(move || {
-                    for i in 0..10_000 {
-                        let ids: Vec<String> = (0..5).map(|j| format!("r{round}-t{t}-{i}-{j}")).collect();
-                        let batch = json!({"batch": ids.iter().map(|id| json!({"type": "track", "userId": format!("u{t}"), "event": "E", "messageId": id})).collect::<Vec<_>>()});
-                        // Also resend an event acknowledged before: it must stay single.
-                        let (status, _) = server.send("POST", "/v1/batch", &basic(&key), batch.to_string().as_bytes());
-                        if status != 200 {
-                            return; // the server is gone
-                        }
-                        acknowledged.lock().unwrap().extend(ids);
-                    }
-                })
-            })
-            .collect();
-        std::thread::sleep(std::time::Duration::from_millis(300 + 150 * round));
-        // SIGKILL: no chance to flush anything.
-        let pid = server.pid();
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        for s in senders {
-            s.join().unwrap();
-        }
-    }
+    let acknowledged = kill_during_ingest(
+        &dir,
+        &key,
+        |round| 300 + 150 * round,
+        |round, t, i| {
+            let ids: Vec<String> = (0..5).map(|j| format!("r{round}-t{t}-{i}-{j}")).collect();
+            let batch = json!({"batch": ids.iter().map(|id| json!({"type": "track", "userId": format!("u{t}"), "event": "E", "messageId": id})).collect::<Vec<_>>()});
+            (ids, batch.to_string())
+        },
+    );
+    let acknowledged: Vec<String> = acknowledged.into_iter().map(|(_, id)| id).collect();
     // One more server: the log opens after the kills, and a resend of everything is all repeats.
     let server = Server::start(&dir);
-    let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(
         acknowledged.len() > 100,
         "only {} events acknowledged",
@@ -814,6 +794,61 @@ fn the_operators_serve_tracked_events_at_once_and_log_what_they_move() {
     assert_eq!(posted(&new["canonical_id"]).len(), 1);
 }
 
+/// Starts the server and sends batches from 4 threads until it is killed with SIGKILL after
+/// `wait(round)` ms, 4 times; `batch(round, thread, i)` makes a request's messageIds and body.
+/// Returns the acknowledged messageIds with the thread that sent them.
+fn kill_during_ingest(
+    dir: &Path,
+    key: &str,
+    wait: fn(u64) -> u64,
+    batch: fn(u64, usize, usize) -> (Vec<String>, String),
+) -> Vec<(usize, String)> {
+    let acknowledged = Arc::new(Mutex::new(Vec::<(usize, String)>::new()));
+    for round in 0..4u64 {
+        let server = Arc::new(Server::start(dir));
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let (server, key, acknowledged) =
+                    (server.clone(), key.to_string(), acknowledged.clone());
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        let (ids, body) = batch(round, t, i);
+                        let (status, _) =
+                            server.send("POST", "/v1/batch", &basic(&key), body.as_bytes());
+                        if status != 200 {
+                            return; // the server is gone
+                        }
+                        let mut acked = acknowledged.lock().unwrap();
+                        acked.extend(ids.into_iter().map(|id| (t, id)));
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(wait(round)));
+        // SIGKILL: no chance to flush anything.
+        let pid = server.pid();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        for s in senders {
+            s.join().unwrap();
+        }
+    }
+    let out = acknowledged.lock().unwrap().clone();
+    out
+}
+
+/// A `/v1/batch` body of "Order Completed" events of 10.00 for customer `K<thread>`, each
+/// messageId also its order id.
+fn orders_batch<'a>(orders: impl Iterator<Item = (usize, &'a str)>) -> String {
+    json!({"batch": orders.map(|(t, id)| json!({
+        "type": "track", "event": "Order Completed", "userId": format!("K{t}"),
+        "messageId": id, "timestamp": "2025-02-01T10:00:00Z",
+        "properties": {"order_id": id, "total": 10.0, "status": "completed"},
+    })).collect::<Vec<_>>()})
+    .to_string()
+}
+
 /// Checkpoints under kills: the server checkpoints its operators' state after every batch of
 /// events (`checkpoint_interval = "0"`) and is killed with SIGKILL during concurrent ingest,
 /// four times. After the last restart (from a checkpoint, replaying only the log after it)
@@ -827,53 +862,22 @@ fn live_values_count_every_acknowledged_event_once_across_kills_and_checkpoints(
     config.push_str("\n[stream]\ncheckpoint_interval = \"0\"\n");
     std::fs::write(&toml, config).unwrap();
     let admin = add_key(&dir, "ops", "admin");
-    let acknowledged = Arc::new(Mutex::new(Vec::<(usize, String)>::new()));
-    for round in 0..4u64 {
-        let server = Arc::new(Server::start(&dir));
-        let senders: Vec<_> = (0..4)
-            .map(|t| {
-                let (server, key, acknowledged) =
-                    (server.clone(), key.clone(), acknowledged.clone());
-                std::thread::spawn(move || {
-                    for i in 0..10_000 {
-                        let ids: Vec<String> =
-                            (0..5).map(|j| format!("k{round}-{t}-{i}-{j}")).collect();
-                        let batch = json!({"batch": ids.iter().map(|id| json!({
-                            "type": "track", "event": "Order Completed", "userId": format!("K{t}"),
-                            "messageId": id, "timestamp": "2025-02-01T10:00:00Z",
-                            "properties": {"order_id": id, "total": 10.0, "status": "completed"},
-                        })).collect::<Vec<_>>()});
-                        let body = batch.to_string();
-                        let (status, _) =
-                            server.send("POST", "/v1/batch", &basic(&key), body.as_bytes());
-                        if status != 200 {
-                            return; // the server is gone
-                        }
-                        let mut acked = acknowledged.lock().unwrap();
-                        acked.extend(ids.into_iter().map(|id| (t, id)));
-                    }
-                })
-            })
-            .collect();
-        std::thread::sleep(std::time::Duration::from_millis(900 + 300 * round));
-        let pid = server.pid();
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        for s in senders {
-            s.join().unwrap();
-        }
-    }
+    let acknowledged = kill_during_ingest(
+        &dir,
+        &key,
+        |round| 900 + 300 * round,
+        |round, t, i| {
+            let ids: Vec<String> = (0..5).map(|j| format!("k{round}-{t}-{i}-{j}")).collect();
+            (
+                ids.clone(),
+                orders_batch(ids.iter().map(|id| (t, id.as_str()))),
+            )
+        },
+    );
     let server = Server::start(&dir);
-    let acknowledged = acknowledged.lock().unwrap().clone();
     // Resending everything acknowledged changes nothing: all repeats.
     for chunk in acknowledged.chunks(200) {
-        let batch = json!({"batch": chunk.iter().map(|(t, id)| json!({
-            "type": "track", "event": "Order Completed", "userId": format!("K{t}"),
-            "messageId": id, "timestamp": "2025-02-01T10:00:00Z",
-            "properties": {"order_id": id, "total": 10.0, "status": "completed"},
-        })).collect::<Vec<_>>()});
-        let body = batch.to_string();
+        let body = orders_batch(chunk.iter().map(|(t, id)| (*t, id.as_str())));
         assert_eq!(
             server
                 .send("POST", "/v1/batch", &basic(&key), body.as_bytes())

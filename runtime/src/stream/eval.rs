@@ -32,6 +32,18 @@ pub struct ProfileValues {
     pub segments: Vec<Value>,
 }
 
+impl ProfileValues {
+    /// The value of a derived attribute, feature or segment.
+    pub fn get(&self, pv: cdp_compiler::ir::ProfileValue) -> &Value {
+        use cdp_compiler::ir::ProfileValue as P;
+        match pv {
+            P::Attribute(a) => &self.attributes[a.index()],
+            P::Feature(f) => &self.features[f.index()],
+            P::Segment(s) => &self.segments[s.index()],
+        }
+    }
+}
+
 impl Scope<'_> {
     pub fn row(row: &[Value], as_of: i64) -> Scope<'_> {
         Scope {

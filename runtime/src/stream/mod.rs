@@ -675,9 +675,7 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
     }
     while let Some(e) = stack.pop() {
         e.walk(|x| match &x.kind {
-            ExprKind::AsOf | ExprKind::Call(cdp_compiler::types::Function::Now, _) => {
-                reads_now = true
-            }
+            k if is_now(k) => reads_now = true,
             ExprKind::Literal(Literal::DurationMs(ms)) => offsets.push(*ms as i64 * 1000),
             ExprKind::Attribute(a) if seen.insert((0, a.0)) => {
                 if let AttributeValue::Derived(d) = &p.attributes[a.index()].value {
@@ -702,14 +700,7 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
     let mut journeys_read_now = false;
     for j in &journeys {
         for e in journey_conditions(&p.journeys[j.index()]) {
-            e.walk(|x| {
-                if matches!(
-                    &x.kind,
-                    ExprKind::AsOf | ExprKind::Call(cdp_compiler::types::Function::Now, _)
-                ) {
-                    journeys_read_now = true;
-                }
-            });
+            e.walk(|x| journeys_read_now |= is_now(&x.kind));
         }
     }
     let timed_aggregates = aggregates
@@ -750,6 +741,14 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
     }
 }
 
+/// `now()` (or the as-of time) itself.
+fn is_now(kind: &ExprKind) -> bool {
+    matches!(
+        kind,
+        ExprKind::AsOf | ExprKind::Call(cdp_compiler::types::Function::Now, _)
+    )
+}
+
 /// The profile values of entity `id` among `read` (and every segment) that read `now()`,
 /// directly or through a profile value that does, in evaluation order.
 fn clock_values(p: &ir::Project, id: EntityId, read: &BTreeSet<(u8, u32)>) -> Vec<ProfileValue> {
@@ -773,7 +772,7 @@ fn clock_values(p: &ir::Project, id: EntityId, read: &BTreeSet<(u8, u32)>) -> Ve
         };
         let mut reads = false;
         expr.walk(|x| match &x.kind {
-            ExprKind::AsOf | ExprKind::Call(cdp_compiler::types::Function::Now, _) => reads = true,
+            k if is_now(k) => reads = true,
             ExprKind::Attribute(a) if clocked.contains(&(0, a.0)) => reads = true,
             ExprKind::Feature(f) if clocked.contains(&(1, f.0)) => reads = true,
             ExprKind::Segment(s) if clocked.contains(&(2, s.0)) => reads = true,
@@ -1143,8 +1142,6 @@ impl EntityState {
         }
     }
 
-    /// Computes a profile's values at `at`, records segment entries and exits, and sets its
-    /// next timer.
     /// Whether the profile's stored values are complete and nothing but `now()` can have
     /// changed them by `at`: no timed aggregate has an event leaving its window by then and no
     /// timed sequence holds step times.
@@ -1167,6 +1164,8 @@ impl EntityState {
         windows_hold && sequences_empty
     }
 
+    /// Computes a profile's values at `at`, records segment entries and exits, and sets its
+    /// next timer.
     fn evaluate(
         &mut self,
         slot: usize,
@@ -1214,19 +1213,9 @@ impl EntityState {
         let v = if clock_only {
             let mut v = std::mem::take(&mut profile.values);
             for pv in &plan.clock_values {
-                let slot = match *pv {
-                    ProfileValue::Attribute(a) => &v.attributes[a.index()],
-                    ProfileValue::Feature(f) => &v.features[f.index()],
-                    ProfileValue::Segment(s) => &v.segments[s.index()],
-                };
-                let before = slot.clone();
+                let before = v.get(*pv).clone();
                 profile_value(*pv, &mut v, at, p, re);
-                let after = match *pv {
-                    ProfileValue::Attribute(a) => &v.attributes[a.index()],
-                    ProfileValue::Feature(f) => &v.features[f.index()],
-                    ProfileValue::Segment(s) => &v.segments[s.index()],
-                };
-                moved |= before != *after;
+                moved |= before != *v.get(*pv);
             }
             v
         } else {
