@@ -2,17 +2,23 @@
 //! `<storage>/online` for point reads by canonical id or by any identity key.
 //!
 //! ```text
-//! tree profiles  <entity> \0 <canonical id>             → the profile's record (JSON, [`Record`])
+//! tree profiles  <entity> \0 <canonical id>             → the profile's record (postcard, [`Record`])
 //! tree keys      <entity> \0 <key name> \0 <key value>  → canonical id
 //! tree merges    <entity> \0 <merged id>                → the id it lives on as now
 //! tree schemas   <entity> \0 <run>                      → what a record's values are ([`Schema`])
 //! tree meta      run                                    → the committed run the store reflects
 //!                entities                               → entities, their keys and counts
+//!                format                                 → [`FORMAT`], the records' encoding
 //! ```
 //!
 //! A read is one `get` of `keys` (or of `merges`) and one `get` of `profiles`. A record holds
 //! its values already encoded, in the order of its run's [`Schema`] (names, kinds, types), so
-//! that records stay small and a reader keeps the few schemas in memory.
+//! that records stay small and a reader keeps the few schemas in memory. Records are postcard
+//! (a compact binary form) with typed cells — times as microseconds, not text — because a sync
+//! writes one per profile: at a million profiles their size and encoding is most of its time.
+//! A sync writes records and keys in key order, merging with what the tree holds (one ordered
+//! scan finds what to remove), so that sled appends to its leaves instead of rewriting random
+//! ones.
 //!
 //! The store is derived data: [`OnlineStore::sync`] makes it equal to the last committed run of
 //! the offline store, whatever state it was left in. It writes every profile of that run,
@@ -50,6 +56,8 @@ use crate::store::{Manifest, Storage, StoredTable};
 
 /// Entries written to sled per atomic batch.
 const BATCH: usize = 10_000;
+/// The records' encoding; a store written in another is rebuilt by the next sync.
+pub const FORMAT: &str = "2";
 /// The most merges followed from an id to its survivor (a guard against a cycle).
 const MAX_HOPS: usize = 64;
 
@@ -72,9 +80,75 @@ pub struct Record {
     pub as_of: String,
     /// (key name, normalized value), keys in priority order.
     pub keys: Vec<(String, String)>,
-    pub values: Vec<Json>,
+    pub values: Vec<Cell>,
     pub segments: Vec<String>,
     pub journeys: Vec<Position>,
+}
+
+/// One stored value, typed as the profile column holds it. What a reader sees is its JSON
+/// ([`Cell::into_json`]): numbers as numbers, decimals as their exact text, times as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+    /// Microseconds since the epoch, UTC.
+    Time(i64),
+    /// Days since the epoch.
+    Date(i32),
+    List(Vec<Cell>),
+}
+
+impl Cell {
+    /// The value of `column` at `row`.
+    pub fn of(column: &ArrayRef, row: usize) -> Cell {
+        if column.is_null(row) {
+            return Cell::Null;
+        }
+        match column.data_type() {
+            DataType::Utf8 => Cell::Text(column.as_string::<i32>().value(row).to_string()),
+            DataType::Boolean => Cell::Bool(column.as_boolean().value(row)),
+            DataType::Int64 => Cell::Int(column.as_primitive::<Int64Type>().value(row)),
+            DataType::UInt64 => Cell::UInt(column.as_primitive::<UInt64Type>().value(row)),
+            DataType::Float64 => Cell::Float(column.as_primitive::<Float64Type>().value(row)),
+            DataType::Decimal128(_, _) => {
+                Cell::Text(column.as_primitive::<Decimal128Type>().value_as_string(row))
+            }
+            DataType::Date32 => Cell::Date(column.as_primitive::<Date32Type>().value(row)),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Cell::Time(column.as_primitive::<TimestampMicrosecondType>().value(row))
+            }
+            DataType::List(_) => list(column.as_list::<i32>().value(row)),
+            DataType::LargeList(_) => list(column.as_list::<i64>().value(row)),
+            _ => match ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()) {
+                Ok(f) => Cell::Text(f.value(row).to_string()),
+                Err(_) => Cell::Null,
+            },
+        }
+    }
+
+    /// As JSON: timestamps as `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC), dates as `YYYY-MM-DD`, a
+    /// float that JSON cannot hold (NaN, infinite) as its text.
+    pub fn into_json(self) -> Json {
+        match self {
+            Cell::Null => Json::Null,
+            Cell::Bool(b) => Json::Bool(b),
+            Cell::Int(i) => Json::from(i),
+            Cell::UInt(u) => Json::from(u),
+            Cell::Float(v) => serde_json::Number::from_f64(v)
+                .map_or_else(|| Json::String(v.to_string()), Json::Number),
+            Cell::Text(t) => Json::String(t),
+            Cell::Time(micros) => Json::String(format_micros(micros)),
+            Cell::Date(days) => {
+                let text = format_micros(days as i64 * 86_400_000_000);
+                Json::String(text[..text.len().min(10)].to_string())
+            }
+            Cell::List(items) => Json::Array(items.into_iter().map(Cell::into_json).collect()),
+        }
+    }
 }
 
 /// Where a profile stands in one journey (a row of `<journey>_state_next`).
@@ -255,8 +329,13 @@ impl OnlineStore {
         &self.path
     }
 
-    /// The committed run the store reflects, if it reflects one completely.
+    /// The committed run the store reflects, if it reflects one completely (in this version's
+    /// [`FORMAT`]: a store written by another version reflects none, so a sync rebuilds it).
     pub fn run(&self) -> Result<Option<String>> {
+        let format = self.meta.get("format").map_err(self.err())?;
+        if format.as_deref() != Some(FORMAT.as_bytes()) {
+            return Ok(None);
+        }
         let run = self.meta.get("run").map_err(self.err())?;
         Ok(run.and_then(|r| String::from_utf8(r.to_vec()).ok()))
     }
@@ -324,7 +403,7 @@ impl OnlineStore {
             return Ok(None);
         };
         let record: Record =
-            serde_json::from_slice(&bytes).map_err(|e| self.corrupt("a profile", e))?;
+            postcard::from_bytes(&bytes).map_err(|e| self.corrupt("a profile", e))?;
         let schema = self.cached_schema(entity, &record.run)?;
         Ok(Some(named(entity, canonical_id, record, &schema)))
     }
@@ -357,6 +436,20 @@ impl OnlineStore {
     /// run already. Every write is flushed before this returns.
     pub fn sync(&self, storage: &Storage) -> Result<Synced> {
         let latest = storage.latest()?;
+        let format = self.meta.get("format").map_err(self.err())?;
+        if format.as_deref() != Some(FORMAT.as_bytes()) && !self.meta.is_empty() {
+            // Written by another version: its records cannot be read; start again.
+            for tree in [
+                &self.profiles,
+                &self.keys,
+                &self.merges,
+                &self.schemas,
+                &self.meta,
+            ] {
+                tree.clear().map_err(self.err())?;
+            }
+            self.flush()?;
+        }
         let current = self.run()?;
         let Some(latest) = latest else {
             if current.is_some() || !self.profiles.is_empty() {
@@ -405,6 +498,7 @@ impl OnlineStore {
         let entities = serde_json::to_vec(&infos)
             .map_err(|e| Error::Internal(format!("encoding the entities: {e}")))?;
         self.meta.insert("entities", entities).map_err(self.err())?;
+        self.meta.insert("format", FORMAT).map_err(self.err())?;
         self.meta
             .insert("run", latest.run.as_bytes())
             .map_err(self.err())?;
@@ -431,10 +525,23 @@ impl OnlineStore {
                 None => Ok(None),
             }
         };
+        // The big tables decode in parallel (Parquet decoding is one thread per file).
+        let (identity, profile_batches, segment_batches) = std::thread::scope(|s| {
+            let identity = s.spawn(|| read(&format!("{entity}_identity")));
+            let profiles = s.spawn(|| read(&format!("{entity}_profile")));
+            let segments = read(&format!("{entity}_segments"));
+            let joined =
+                |h: std::thread::ScopedJoinHandle<'_, Result<Option<Vec<RecordBatch>>>>| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Internal("reading a table panicked".into())))
+                };
+            Ok::<_, Error>((
+                joined(identity)?.unwrap_or_default(),
+                joined(profiles)?.unwrap_or_default(),
+                segments?.unwrap_or_default(),
+            ))
+        })?;
         let catalog = Catalog::from_batches(&read(&catalog_table(entity))?.unwrap_or_default())?;
-        let identity = read(&format!("{entity}_identity"))?.unwrap_or_default();
-        let profile_batches = read(&format!("{entity}_profile"))?.unwrap_or_default();
-        let segment_batches = read(&format!("{entity}_segments"))?.unwrap_or_default();
 
         // Per profile: its keys, segments and journey positions.
         let key_order: HashMap<&str, usize> = catalog
@@ -554,89 +661,76 @@ impl OnlineStore {
             .insert(key_of(&[entity, &run.run]), encoded)
             .map_err(self.err())?;
 
-        // Profiles first, so that a key written next never points at a missing profile.
-        let mut live: HashSet<String> = HashSet::new();
-        let mut batch = Batch::new(self, &self.profiles);
-        for b in &profile_batches {
-            let ids = strings(b, "canonical_id")?;
-            let values: Vec<ArrayRef> = columns
-                .iter()
-                .map(|(i, _)| canonical(b.column(*i)))
-                .collect::<Result<_>>()?;
-            for row in 0..b.num_rows() {
-                if ids.is_null(row) {
-                    continue;
+        // Profiles first, so that a key written next never points at a missing profile; in
+        // key order, so that sled fills its leaves one after the other.
+        let ids: Vec<StringArray> = profile_batches
+            .iter()
+            .map(|b| strings(b, "canonical_id"))
+            .collect::<Result<_>>()?;
+        let values: Vec<Vec<ArrayRef>> = profile_batches
+            .iter()
+            .map(|b| {
+                columns
+                    .iter()
+                    .map(|(i, _)| canonical(b.column(*i)))
+                    .collect()
+            })
+            .collect::<Result<_>>()?;
+        let mut order: Vec<(&str, u32, u32)> = Vec::new();
+        for (n, ids) in ids.iter().enumerate() {
+            for row in 0..ids.len() {
+                if !ids.is_null(row) {
+                    order.push((ids.value(row), n as u32, row as u32));
                 }
-                let id = ids.value(row);
-                let extra = extras.remove(id).unwrap_or_default();
-                let mut segments = extra.segments;
-                segments.sort();
-                segments.dedup();
-                let record = Record {
-                    run: run.run.clone(),
-                    as_of: run.as_of.clone(),
-                    keys: extra.keys,
-                    values: values.iter().map(|c| cell(c, row)).collect(),
-                    segments,
-                    journeys: extra.journeys,
-                };
-                let bytes = serde_json::to_vec(&record)
-                    .map_err(|e| Error::Internal(format!("encoding a profile: {e}")))?;
-                batch.insert(key_of(&[entity, id]), bytes)?;
-                live.insert(id.to_string());
             }
         }
-        batch.finish()?;
-
+        order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        order.dedup_by(|a, b| a.0 == b.0);
+        let live: HashSet<&str> = order.iter().map(|(id, _, _)| *id).collect();
+        let prefix = key_of(&[entity, ""]);
+        let records = order.iter().map(|&(id, n, row)| {
+            let extra = extras.remove(id).unwrap_or_default();
+            let mut segments = extra.segments;
+            segments.sort();
+            segments.dedup();
+            let record = Record {
+                run: run.run.clone(),
+                as_of: run.as_of.clone(),
+                keys: extra.keys,
+                values: values[n as usize]
+                    .iter()
+                    .map(|c| Cell::of(c, row as usize))
+                    .collect(),
+                segments,
+                journeys: extra.journeys,
+            };
+            let bytes = postcard::to_stdvec(&record)
+                .map_err(|e| Error::Internal(format!("encoding a profile: {e}")))?;
+            Ok(([prefix.as_slice(), id.as_bytes()].concat(), bytes))
+        });
         // The key index: written where it differs, removed where the run no longer has it.
         index.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         index.dedup_by(|a, b| a.0 == b.0);
         let identity_keys = index.len();
-        let prefix = key_of(&[entity, ""]);
-        let mut batch = Batch::new(self, &self.keys);
-        let mut stored = self.keys.scan_prefix(&prefix).peekable();
-        for (key, id) in &index {
-            loop {
-                match stored.peek() {
-                    Some(Ok((k, _))) if k.as_ref() < key.as_slice() => {
-                        batch.remove(k.to_vec())?;
-                        stored.next();
-                    }
-                    Some(Err(_)) => {
-                        if let Some(Err(e)) = stored.next() {
-                            return Err(self.err()(e));
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            match stored.peek() {
-                Some(Ok((k, v))) if k.as_ref() == key.as_slice() => {
-                    if v.as_ref() != id.as_slice() {
-                        batch.insert(key.clone(), id.clone())?;
-                    }
-                    stored.next();
-                }
-                _ => batch.insert(key.clone(), id.clone())?,
-            }
+        let keys = index.into_iter().map(Ok);
+        let first = self.profiles.scan_prefix(&prefix).next().is_none()
+            && self.keys.scan_prefix(&prefix).next().is_none();
+        if first {
+            // Nothing of the entity is stored, so no reader can find a key before its profile:
+            // both trees are written at once (sled takes concurrent writers).
+            std::thread::scope(|s| {
+                let keys = s.spawn(|| self.write_sorted(&self.keys, &prefix, keys));
+                let profiles = self.write_sorted(&self.profiles, &prefix, records);
+                keys.join()
+                    .unwrap_or_else(|_| Err(Error::Internal("writing keys panicked".into())))
+                    .and(profiles)
+            })?;
+        } else {
+            self.write_sorted(&self.profiles, &prefix, records)?;
+            self.write_sorted(&self.keys, &prefix, keys)?;
         }
-        for entry in stored {
-            batch.remove(entry.map_err(self.err())?.0.to_vec())?;
-        }
-        batch.finish()?;
 
         self.sync_merges(storage, entity, merge_runs, all_merges, &live)?;
-
-        // Profiles the run no longer has.
-        let mut batch = Batch::new(self, &self.profiles);
-        for entry in self.profiles.scan_prefix(key_of(&[entity, ""])) {
-            let (k, _) = entry.map_err(self.err())?;
-            let id = &k[entity.len() + 1..];
-            if !live.contains(String::from_utf8_lossy(id).as_ref()) {
-                batch.remove(k.to_vec())?;
-            }
-        }
-        batch.finish()?;
 
         // Schemas of older runs (the one before stays for readers still holding its records).
         let current = self.run()?;
@@ -666,7 +760,7 @@ impl OnlineStore {
         entity: &str,
         runs: &[&Manifest],
         all: bool,
-        live: &HashSet<String>,
+        live: &HashSet<&str>,
     ) -> Result<()> {
         let prefix = key_of(&[entity, ""]);
         let mut into: HashMap<String, String> = HashMap::new();
@@ -701,7 +795,7 @@ impl OnlineStore {
         let mut batch = Batch::new(self, &self.merges);
         for (merged, first) in &into {
             let key = [prefix.as_slice(), merged.as_bytes()].concat();
-            if live.contains(merged) {
+            if live.contains(merged.as_str()) {
                 if before.contains_key(merged) {
                     batch.remove(key)?;
                 }
@@ -710,13 +804,58 @@ impl OnlineStore {
             let mut target = first;
             for _ in 0..MAX_HOPS {
                 match into.get(target) {
-                    Some(next) if !live.contains(target) && next != merged => target = next,
+                    Some(next) if !live.contains(target.as_str()) && next != merged => {
+                        target = next
+                    }
                     _ => break,
                 }
             }
             if before.get(merged) != Some(target) {
                 batch.insert(key, target.as_bytes().to_vec())?;
             }
+        }
+        batch.finish()
+    }
+
+    /// Makes the entries of `tree` under `prefix` equal to `entries` (sorted by key, each key
+    /// once): in one ordered pass over both, writes what differs and removes what `entries`
+    /// does not have.
+    fn write_sorted(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+        entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    ) -> Result<()> {
+        let mut batch = Batch::new(self, tree);
+        let mut stored = tree.scan_prefix(prefix).peekable();
+        for entry in entries {
+            let (key, value) = entry?;
+            loop {
+                match stored.peek() {
+                    Some(Ok((k, _))) if k.as_ref() < key.as_slice() => {
+                        batch.remove(k.to_vec())?;
+                        stored.next();
+                    }
+                    Some(Err(_)) => {
+                        if let Some(Err(e)) = stored.next() {
+                            return Err(self.err()(e));
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            match stored.peek() {
+                Some(Ok((k, v))) if k.as_ref() == key.as_slice() => {
+                    if v.as_ref() != value.as_slice() {
+                        batch.insert(key, value)?;
+                    }
+                    stored.next();
+                }
+                _ => batch.insert(key, value)?,
+            }
+        }
+        for entry in stored {
+            batch.remove(entry.map_err(self.err())?.0.to_vec())?;
         }
         batch.finish()
     }
@@ -739,7 +878,7 @@ impl OnlineStore {
         sled_error(&self.path)
     }
 
-    fn corrupt(&self, what: &str, e: serde_json::Error) -> Error {
+    fn corrupt(&self, what: &str, e: impl std::fmt::Display) -> Error {
         Error::File {
             path: self.path.clone(),
             message: format!("{what} in the online store cannot be read ({e}); delete the directory and it is rebuilt from the offline store"),
@@ -856,7 +995,7 @@ fn named(entity: &str, canonical_id: &str, record: Record, schema: &Schema) -> P
                 name: column.map_or_else(|| format!("value_{i}"), |c| c.name.clone()),
                 kind: column.map_or_else(|| "value".into(), |c| c.kind.clone()),
                 ty: column.map_or_else(String::new, |c| c.ty.clone()),
-                value,
+                value: value.into_json(),
             }
         })
         .collect();
@@ -1252,46 +1391,15 @@ fn canonical(column: &ArrayRef) -> Result<ArrayRef> {
     cast(column, &to).map_err(|e| Error::Internal(format!("reading a stored value: {e}")))
 }
 
-/// One value as JSON: numbers as numbers, decimals as their exact text, timestamps as
-/// `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC), dates as `YYYY-MM-DD`, lists as arrays.
+/// One value as JSON ([`Cell::into_json`]).
 fn cell(column: &ArrayRef, row: usize) -> Json {
-    if column.is_null(row) {
-        return Json::Null;
-    }
-    match column.data_type() {
-        DataType::Utf8 => Json::String(column.as_string::<i32>().value(row).to_string()),
-        DataType::Boolean => Json::Bool(column.as_boolean().value(row)),
-        DataType::Int64 => Json::from(column.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt64 => Json::from(column.as_primitive::<UInt64Type>().value(row)),
-        DataType::Float64 => {
-            let v = column.as_primitive::<Float64Type>().value(row);
-            serde_json::Number::from_f64(v)
-                .map_or_else(|| Json::String(v.to_string()), Json::Number)
-        }
-        DataType::Decimal128(_, _) => {
-            Json::String(column.as_primitive::<Decimal128Type>().value_as_string(row))
-        }
-        DataType::Date32 => {
-            let days = column.as_primitive::<Date32Type>().value(row) as i64;
-            let text = format_micros(days * 86_400_000_000);
-            Json::String(text[..text.len().min(10)].to_string())
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => Json::String(format_micros(
-            column.as_primitive::<TimestampMicrosecondType>().value(row),
-        )),
-        DataType::List(_) => list(column.as_list::<i32>().value(row)),
-        DataType::LargeList(_) => list(column.as_list::<i64>().value(row)),
-        _ => match ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()) {
-            Ok(f) => Json::String(f.value(row).to_string()),
-            Err(_) => Json::Null,
-        },
-    }
+    Cell::of(column, row).into_json()
 }
 
-fn list(items: ArrayRef) -> Json {
+fn list(items: ArrayRef) -> Cell {
     match canonical(&items) {
-        Ok(items) => Json::Array((0..items.len()).map(|i| cell(&items, i)).collect()),
-        Err(_) => Json::Null,
+        Ok(items) => Cell::List((0..items.len()).map(|i| Cell::of(&items, i)).collect()),
+        Err(_) => Cell::Null,
     }
 }
 
