@@ -2,23 +2,33 @@
 //! `<storage>/online` for point reads by canonical id or by any identity key.
 //!
 //! ```text
-//! tree profiles  <entity> \0 <canonical id>             → the profile's record (postcard, [`Record`])
-//! tree keys      <entity> \0 <key name> \0 <key value>  → canonical id
-//! tree merges    <entity> \0 <merged id>                → the id it lives on as now
-//! tree schemas   <entity> \0 <run>                      → what a record's values are ([`Schema`])
-//! tree meta      run                                    → the committed run the store reflects
-//!                entities                               → entities, their keys and counts
-//!                format                                 → [`FORMAT`], the records' encoding
+//! tree profiles  <entity> \0 <first canonical id>          → a block of records ([`Record`])
+//! tree keys      <entity> \0 <first key name \0 key value> → a block of canonical ids
+//! tree merges    <entity> \0 <merged id>                   → the id it lives on as now
+//! tree schemas   <entity> \0 <run>                         → what a record's values are ([`Schema`])
+//! tree meta      run                                       → the committed run the store reflects
+//!                entities                                  → entities, their keys and counts
+//!                format                                    → [`FORMAT`], the records' encoding
 //! ```
 //!
-//! A read is one `get` of `keys` (or of `merges`) and one `get` of `profiles`. A record holds
+//! `profiles` and `keys` hold *blocks*: a run of neighbouring entries (in key order) packed into
+//! one sled value under the key of its first entry, postcard `[(suffix, value)]`. sled costs
+//! several microseconds per entry whatever its size, so a million profiles written one per
+//! entry spend most of a sync in sled; in blocks of about [`BLOCK`] they are a few thousand
+//! writes. A read finds the block with the greatest key at or before the one it wants (one
+//! descending range step), and binary-searches it without copying. Where a block ends is
+//! decided by its last entry's key alone (a hash of it, [`ends_block`]), not by a count, so
+//! that a profile added or removed changes only its own block, and a later sync that changes a
+//! few profiles rewrites a few blocks.
+//!
+//! A read is one lookup of `keys` (or a `get` of `merges`) and one of `profiles`. A record holds
 //! its values already encoded, in the order of its run's [`Schema`] (names, kinds, types), so
 //! that records stay small and a reader keeps the few schemas in memory. Records are postcard
 //! (a compact binary form) with typed cells — times as microseconds, not text — because a sync
 //! writes one per profile: at a million profiles their size and encoding is most of its time.
-//! A sync writes records and keys in key order, merging with what the tree holds (one ordered
-//! scan finds what to remove), so that sled appends to its leaves instead of rewriting random
-//! ones.
+//! A sync writes blocks in key order, merging with what the tree holds (one ordered scan finds
+//! what to remove and which blocks are unchanged), so that sled appends to its leaves instead
+//! of rewriting random ones.
 //!
 //! The store is derived data: [`OnlineStore::sync`] makes it equal to the last committed run of
 //! the offline store, whatever state it was left in. It writes every profile of that run,
@@ -57,7 +67,10 @@ use crate::store::{Manifest, Storage, StoredTable};
 /// Entries written to sled per atomic batch.
 const BATCH: usize = 10_000;
 /// The records' encoding; a store written in another is rebuilt by the next sync.
-pub const FORMAT: &str = "2";
+pub const FORMAT: &str = "3";
+/// The mean number of entries of a block of `profiles` or `keys`; a block holds at most four
+/// times as many.
+const BLOCK: u64 = 64;
 /// The most merges followed from an id to its survivor (a guard against a cycle).
 const MAX_HOPS: usize = 64;
 
@@ -350,11 +363,27 @@ impl OnlineStore {
 
     /// The canonical id an identity key value (normalized) belongs to.
     pub fn canonical_id(&self, entity: &str, key: &str, value: &str) -> Result<Option<String>> {
-        let id = self
-            .keys
-            .get(key_of(&[entity, key, value]))
-            .map_err(self.err())?;
+        let id = self.blocked(&self.keys, entity, key_of(&[key, value]).as_slice())?;
         Ok(id.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The value of `suffix` under `entity` in a tree of blocks.
+    fn blocked(&self, tree: &sled::Tree, entity: &str, suffix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let prefix = key_of(&[entity, ""]);
+        let wanted = [prefix.as_slice(), suffix].concat();
+        let Some(found) = tree.range(..=wanted.as_slice()).next_back() else {
+            return Ok(None);
+        };
+        let (k, block) = found.map_err(self.err())?;
+        if !k.starts_with(&prefix) {
+            return Ok(None);
+        }
+        let entries: Vec<(&[u8], &[u8])> =
+            postcard::from_bytes(&block).map_err(|e| self.corrupt("a block", e))?;
+        Ok(entries
+            .binary_search_by(|(s, _)| (*s).cmp(suffix))
+            .ok()
+            .map(|i| entries[i].1.to_vec()))
     }
 
     /// A profile by canonical id, following merges: an id merged into another profile finds
@@ -378,10 +407,8 @@ impl OnlineStore {
     }
 
     /// The stored record of a profile, as bytes: what a server sends on.
-    pub fn record_bytes(&self, entity: &str, canonical_id: &str) -> Result<Option<sled::IVec>> {
-        self.profiles
-            .get(key_of(&[entity, canonical_id]))
-            .map_err(self.err())
+    pub fn record_bytes(&self, entity: &str, canonical_id: &str) -> Result<Option<Vec<u8>>> {
+        self.blocked(&self.profiles, entity, canonical_id.as_bytes())
     }
 
     /// The schema a run wrote an entity's records with.
@@ -563,7 +590,7 @@ impl OnlineStore {
                     continue;
                 }
                 let (name, value, id) = (names.value(row), values.value(row), ids.value(row));
-                index.push((key_of(&[entity, name, value]), id.as_bytes().to_vec()));
+                index.push((key_of(&[name, value]), id.as_bytes().to_vec()));
                 extras
                     .entry(id.to_string())
                     .or_default()
@@ -706,7 +733,7 @@ impl OnlineStore {
             };
             let bytes = postcard::to_stdvec(&record)
                 .map_err(|e| Error::Internal(format!("encoding a profile: {e}")))?;
-            Ok(([prefix.as_slice(), id.as_bytes()].concat(), bytes))
+            Ok((id.as_bytes().to_vec(), bytes))
         });
         // The key index: written where it differs, removed where the run no longer has it.
         index.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -719,15 +746,16 @@ impl OnlineStore {
             // Nothing of the entity is stored, so no reader can find a key before its profile:
             // both trees are written at once (sled takes concurrent writers).
             std::thread::scope(|s| {
-                let keys = s.spawn(|| self.write_sorted(&self.keys, &prefix, keys));
-                let profiles = self.write_sorted(&self.profiles, &prefix, records);
+                let keys =
+                    s.spawn(|| self.write_sorted(&self.keys, &prefix, blocks(&prefix, keys)));
+                let profiles = self.write_sorted(&self.profiles, &prefix, blocks(&prefix, records));
                 keys.join()
                     .unwrap_or_else(|_| Err(Error::Internal("writing keys panicked".into())))
                     .and(profiles)
             })?;
         } else {
-            self.write_sorted(&self.profiles, &prefix, records)?;
-            self.write_sorted(&self.keys, &prefix, keys)?;
+            self.write_sorted(&self.profiles, &prefix, blocks(&prefix, records))?;
+            self.write_sorted(&self.keys, &prefix, blocks(&prefix, keys))?;
         }
 
         self.sync_merges(storage, entity, merge_runs, all_merges, &live)?;
@@ -910,6 +938,51 @@ pub fn in_use(e: &Error) -> bool {
 /// collide, and all keys of one entity share the prefix `entity \0`.
 fn key_of(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
+}
+
+/// Packs entries (suffixes under `prefix` in ascending order, each once, with their values) into
+/// blocks keyed by `prefix` and their first suffix.
+fn blocks<'a>(
+    prefix: &'a [u8],
+    mut entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a,
+) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a {
+    std::iter::from_fn(move || {
+        let mut block: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for entry in entries.by_ref() {
+            let (suffix, value) = match entry {
+                Ok(e) => e,
+                Err(e) => return Some(Err(e)),
+            };
+            let end = ends_block(&suffix) || block.len() + 1 >= 4 * BLOCK as usize;
+            block.push((suffix, value));
+            if end {
+                break;
+            }
+        }
+        let first = block.first()?;
+        let key = [prefix, first.0.as_slice()].concat();
+        let refs: Vec<(&[u8], &[u8])> = block
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        Some(
+            postcard::to_stdvec(&refs)
+                .map(|bytes| (key, bytes))
+                .map_err(|e| Error::Internal(format!("encoding a block: {e}"))),
+        )
+    })
+}
+
+/// Whether a block ends after the entry `suffix`: for one entry in [`BLOCK`], by a hash of the
+/// entry's own key (FNV-1a, the same in every version), so boundaries stay where they are when
+/// other entries come and go.
+fn ends_block(suffix: &[u8]) -> bool {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in suffix {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash >> 40).is_multiple_of(BLOCK)
 }
 
 fn remove_other_entities(tree: &sled::Tree, keep: &HashSet<&str>) -> sled::Result<()> {
@@ -1592,6 +1665,83 @@ mod tests {
         assert_eq!(b.values[0].value, Json::Null);
         assert!(b.segments.is_empty());
         assert_eq!(online.entities().unwrap()[0].keys, vec!["email", "cookie"]);
+    }
+
+    #[test]
+    fn blocks_find_every_entry_and_a_change_rewrites_only_its_own_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        let tree = &online.keys;
+        let entry = |i: u32| (format!("id{i:06}").into_bytes(), i.to_le_bytes().to_vec());
+        let write = |ids: &[u32]| {
+            for entity in ["c", "d"] {
+                let prefix = key_of(&[entity, ""]);
+                let entries = ids.iter().map(|i| Ok(entry(*i)));
+                online
+                    .write_sorted(tree, &prefix, blocks(&prefix, entries))
+                    .unwrap();
+            }
+        };
+        let stored =
+            || -> Vec<(sled::IVec, sled::IVec)> { tree.iter().map(|e| e.unwrap()).collect() };
+        let evens: Vec<u32> = (0..10_000).map(|i| i * 2).collect();
+        write(&evens);
+        let before = stored();
+        let sizes: Vec<usize> = before
+            .iter()
+            .map(|(_, v)| {
+                postcard::from_bytes::<Vec<(&[u8], &[u8])>>(v)
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 20_000);
+        assert!(
+            (100..=600).contains(&before.len()),
+            "about 20,000 / {BLOCK} blocks, not {}",
+            before.len()
+        );
+        assert!(sizes.iter().all(|n| *n <= 4 * BLOCK as usize));
+        for i in (0..20_001).step_by(7) {
+            let found = online
+                .blocked(tree, "d", format!("id{i:06}").as_bytes())
+                .unwrap();
+            assert_eq!(
+                found,
+                (i % 2 == 0).then(|| (i as u32).to_le_bytes().to_vec()),
+                "{i}"
+            );
+        }
+        assert_eq!(
+            online.blocked(tree, "c", b"a").unwrap(),
+            None,
+            "before the first"
+        );
+        assert_eq!(
+            online.blocked(tree, "b", b"id000000").unwrap(),
+            None,
+            "no such entity"
+        );
+        assert_eq!(
+            online.blocked(tree, "e", b"id000000").unwrap(),
+            None,
+            "after the last"
+        );
+
+        // One profile more and one fewer, in each entity: a block or two change in each.
+        let mut changed = evens.clone();
+        changed.retain(|i| *i != 5_000);
+        changed.push(12_345);
+        changed.sort();
+        write(&changed);
+        let after = stored();
+        let differ = after.iter().filter(|e| !before.contains(e)).count();
+        assert!((2..=6).contains(&differ), "{differ} blocks rewritten");
+        assert_eq!(
+            online.blocked(tree, "c", b"id012345").unwrap(),
+            Some(12_345u32.to_le_bytes().to_vec())
+        );
+        assert_eq!(online.blocked(tree, "c", b"id005000").unwrap(), None);
     }
 
     #[test]
