@@ -152,6 +152,17 @@ fn stream_table(
     };
     let mut rows = Vec::new();
     for (sid, values) in engine.profiles(entity) {
+        // What the feature API serves for a canonical id is this profile, after merges and
+        // restarts too.
+        match engine.lookup(entity, "canonical_id", sid) {
+            Some((found, v)) if found == sid && format!("{v:?}") == format!("{values:?}") => {}
+            other => {
+                return Err(format!(
+                    "canonical_id={sid} finds {:?}, not its profile",
+                    other.map(|(id, _)| id)
+                ))
+            }
+        }
         let mut row = Vec::with_capacity(columns.len());
         for c in columns {
             if c == "canonical_id" {

@@ -121,6 +121,13 @@ impl StreamEngine {
                 .enumerate()
                 .map(|(i, n)| ((n.key, n.text.clone()), i as u32))
                 .collect();
+            st.slot_of_id = st
+                .profiles
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.alive)
+                .map(|(i, p)| (p.id.clone(), i))
+                .collect();
             let shape_ok = st.profiles.iter().filter(|p| p.alive).all(|p| {
                 p.aggregates.len() == st.plan.aggregates.len()
                     && p.members.len() == st.plan.segments.len()

@@ -225,6 +225,9 @@ struct EntityState {
     evaluations: (u64, u64),
     /// Per union-find root: the profile slot.
     slot_of: HashMap<u32, usize>,
+    /// Per canonical id of a live profile: its slot (rebuilt from `profiles` on restore).
+    #[serde(skip)]
+    slot_of_id: HashMap<Arc<str>, usize>,
     profiles: Vec<Profile>,
     dirty: BTreeSet<usize>,
     timers: BTreeSet<(i64, usize)>,
@@ -514,11 +517,8 @@ impl StreamEngine {
         let st = &self.entities[entity.index()];
         let now = |p: &Profile| compute(&st.plan, p, self.clock, &self.project, &self.re, false);
         if key == "canonical_id" {
-            return st
-                .profiles
-                .iter()
-                .find(|p| p.alive && &*p.id == raw)
-                .map(|p| (&*p.id, now(p)));
+            let p = &st.profiles[*st.slot_of_id.get(raw)?];
+            return p.alive.then(|| (&*p.id, now(p)));
         }
         let e = &self.project.entities[entity.index()];
         let k = e.keys.iter().position(|x| x.name == key)?;
@@ -813,6 +813,7 @@ impl EntityState {
             generation: 0,
             evaluations: (0, 0),
             slot_of: HashMap::new(),
+            slot_of_id: HashMap::new(),
             profiles: Vec::new(),
             dirty: BTreeSet::new(),
             timers: BTreeSet::new(),
@@ -1023,6 +1024,7 @@ impl EntityState {
             });
             let slot = self.profiles.len() - 1;
             self.slot_of.insert(root, slot);
+            self.slot_of_id.insert(self.profiles[slot].id.clone(), slot);
             self.dirty.insert(slot);
         }
     }
@@ -1406,6 +1408,7 @@ impl EntityState {
         );
         let gone_members = other.members.clone();
         let gone_id = other.id.clone();
+        self.slot_of_id.remove(&gone_id);
         let p = &mut self.profiles[keep];
         for (((_, spec), mine), theirs) in self
             .plan
