@@ -570,55 +570,62 @@ impl OnlineStore {
         })?;
         let catalog = Catalog::from_batches(&read(&catalog_table(entity))?.unwrap_or_default())?;
 
-        // Per profile: its keys, segments and journey positions.
+        // Per profile: its keys, segments and journey positions, borrowed from the decoded
+        // tables and sorted by canonical id, so that writing the records (in the same order)
+        // walks them alongside instead of looking each profile up.
         let key_order: HashMap<&str, usize> = catalog
             .keys
             .iter()
             .enumerate()
             .map(|(i, k)| (k.as_str(), i))
             .collect();
-        let mut extras: HashMap<String, Extras> = HashMap::new();
-        let mut index: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for b in &identity {
-            let (names, values, ids) = (
-                strings(b, "key_name")?,
-                strings(b, "key_value")?,
-                strings(b, "canonical_id")?,
-            );
-            for row in 0..b.num_rows() {
+        let rank = |k: &str| key_order.get(k).copied().unwrap_or(usize::MAX);
+        let identity: Vec<[StringArray; 3]> = identity
+            .iter()
+            .map(|b| {
+                Ok([
+                    strings(b, "canonical_id")?,
+                    strings(b, "key_name")?,
+                    strings(b, "key_value")?,
+                ])
+            })
+            .collect::<Result<_>>()?;
+        // (canonical id, key rank, key name, key value)
+        let mut keys_of: Vec<(&str, usize, &str, &str)> = Vec::new();
+        for [ids, names, values] in &identity {
+            for row in 0..ids.len() {
                 if names.is_null(row) || values.is_null(row) || ids.is_null(row) {
                     continue;
                 }
-                let (name, value, id) = (names.value(row), values.value(row), ids.value(row));
-                index.push((key_of(&[name, value]), id.as_bytes().to_vec()));
-                extras
-                    .entry(id.to_string())
-                    .or_default()
-                    .keys
-                    .push((name.to_string(), value.to_string()));
+                let name = names.value(row);
+                keys_of.push((ids.value(row), rank(name), name, values.value(row)));
             }
         }
+        keys_of.sort_unstable();
+        keys_of.dedup();
         let mut key_names: Vec<String> = catalog.keys.clone();
-        for e in extras.values_mut() {
-            e.keys.sort_by(|a, b| {
-                let rank = |k: &str| key_order.get(k).copied().unwrap_or(usize::MAX);
-                (rank(&a.0), &a.0, &a.1).cmp(&(rank(&b.0), &b.0, &b.1))
-            });
-            for (k, _) in &e.keys {
-                if !key_names.contains(k) {
-                    key_names.push(k.clone());
-                }
+        let mut index: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(keys_of.len());
+        for &(id, _, name, value) in &keys_of {
+            if !key_order.contains_key(name) && !key_names.iter().any(|k| k == name) {
+                key_names.push(name.to_string());
             }
+            index.push((key_of(&[name, value]), id.as_bytes().to_vec()));
         }
-        for b in &segment_batches {
-            let (ids, segments) = (strings(b, "canonical_id")?, strings(b, "segment")?);
-            for row in 0..b.num_rows() {
+        let segment_columns: Vec<[StringArray; 2]> = segment_batches
+            .iter()
+            .map(|b| Ok([strings(b, "canonical_id")?, strings(b, "segment")?]))
+            .collect::<Result<_>>()?;
+        let mut segments_of: Vec<(&str, &str)> = Vec::new();
+        for [ids, segments] in &segment_columns {
+            for row in 0..ids.len() {
                 if !ids.is_null(row) && !segments.is_null(row) {
-                    let e = extras.entry(ids.value(row).to_string()).or_default();
-                    e.segments.push(segments.value(row).to_string());
+                    segments_of.push((ids.value(row), segments.value(row)));
                 }
             }
         }
+        segments_of.sort_unstable();
+        segments_of.dedup();
+        let mut journeys_of: Vec<(String, Position)> = Vec::new();
         for j in &catalog.journeys {
             for b in read(&format!("{}_state_next", j.journey))?.unwrap_or_default() {
                 let ids = strings(&b, "canonical_id")?;
@@ -639,18 +646,22 @@ impl OnlineStore {
                         c.as_ref()
                             .and_then(|c| cell(c, row).as_str().map(str::to_string))
                     };
-                    let e = extras.entry(ids.value(row).to_string()).or_default();
-                    e.journeys.push(Position {
-                        journey: j.journey.clone(),
-                        node: nodes.value(row),
-                        status: (!status.is_null(row)).then(|| status.value(row).to_string()),
-                        since: text(&since),
-                        entered_at: text(&entered),
-                        finished_at: text(&finished),
-                    });
+                    journeys_of.push((
+                        ids.value(row).to_string(),
+                        Position {
+                            journey: j.journey.clone(),
+                            node: nodes.value(row),
+                            status: (!status.is_null(row)).then(|| status.value(row).to_string()),
+                            since: text(&since),
+                            entered_at: text(&entered),
+                            finished_at: text(&finished),
+                        },
+                    ));
                 }
             }
         }
+        // Stable: a profile's positions stay in the catalog's order of journeys.
+        journeys_of.sort_by(|a, b| a.0.cmp(&b.0));
 
         // The schema of this run's records.
         let columns: Vec<(usize, ValueColumn)> = match profile_batches.first() {
@@ -715,21 +726,44 @@ impl OnlineStore {
         order.dedup_by(|a, b| a.0 == b.0);
         let live: HashSet<&str> = order.iter().map(|(id, _, _)| *id).collect();
         let prefix = key_of(&[entity, ""]);
+        // A cursor over rows sorted by id: the run of rows of `id` (ids without a profile
+        // are passed over).
+        fn rows_of<'v, T>(
+            rows: &'v [T],
+            at: &mut usize,
+            id: &str,
+            key: impl Fn(&T) -> &str,
+        ) -> &'v [T] {
+            while *at < rows.len() && key(&rows[*at]) < id {
+                *at += 1;
+            }
+            let start = *at;
+            while *at < rows.len() && key(&rows[*at]) == id {
+                *at += 1;
+            }
+            &rows[start..*at]
+        }
+        let (mut k, mut sg, mut jn) = (0, 0, 0);
         let records = order.iter().map(|&(id, n, row)| {
-            let extra = extras.remove(id).unwrap_or_default();
-            let mut segments = extra.segments;
-            segments.sort();
-            segments.dedup();
-            let record = Record {
-                run: run.run.clone(),
-                as_of: run.as_of.clone(),
-                keys: extra.keys,
+            let record = RecordRef {
+                run: &run.run,
+                as_of: &run.as_of,
+                keys: rows_of(&keys_of, &mut k, id, |r| r.0)
+                    .iter()
+                    .map(|r| (r.2, r.3))
+                    .collect(),
                 values: values[n as usize]
                     .iter()
                     .map(|c| Cell::of(c, row as usize))
                     .collect(),
-                segments,
-                journeys: extra.journeys,
+                segments: rows_of(&segments_of, &mut sg, id, |r| r.0)
+                    .iter()
+                    .map(|r| r.1)
+                    .collect(),
+                journeys: rows_of(&journeys_of, &mut jn, id, |r| r.0.as_str())
+                    .iter()
+                    .map(|r| &r.1)
+                    .collect(),
             };
             let bytes = postcard::to_stdvec(&record)
                 .map_err(|e| Error::Internal(format!("encoding a profile: {e}")))?;
@@ -1050,11 +1084,15 @@ impl<'a> Batch<'a> {
     }
 }
 
-#[derive(Default)]
-struct Extras {
-    keys: Vec<(String, String)>,
-    segments: Vec<String>,
-    journeys: Vec<Position>,
+/// A [`Record`] to write, borrowing from the decoded tables (the same encoding).
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    run: &'a str,
+    as_of: &'a str,
+    keys: Vec<(&'a str, &'a str)>,
+    values: Vec<Cell>,
+    segments: Vec<&'a str>,
+    journeys: Vec<&'a Position>,
 }
 
 fn named(entity: &str, canonical_id: &str, record: Record, schema: &Schema) -> Profile {

@@ -284,7 +284,8 @@ impl Storage {
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
         let schema = builder.schema().clone();
-        let reader = builder.build().map_err(parquet)?;
+        // Large batches: the tables are read whole, and per-batch work is then negligible.
+        let reader = builder.with_batch_size(65_536).build().map_err(parquet)?;
         let batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::File {
