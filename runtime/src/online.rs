@@ -606,7 +606,7 @@ impl OnlineStore {
         let mut key_names: Vec<String> = catalog.keys.clone();
         let mut index: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(keys_of.len());
         for &(id, _, name, value) in &keys_of {
-            if !key_order.contains_key(name) && !key_names.iter().any(|k| k == name) {
+            if !key_names.iter().any(|k| k == name) {
                 key_names.push(name.to_string());
             }
             index.push((key_of(&[name, value]), id.as_bytes().to_vec()));
