@@ -54,6 +54,22 @@ impl Dialect {
         matches!(self, Dialect::DataFusion)
     }
 
+    /// Whether the engine plans a CTE again at every reference instead of computing it once.
+    /// The rows of each source a profile reads (the source joined to the identity table) are
+    /// then built as a table of their own before the values, instead of once per behavior and
+    /// per aggregate that reads them.
+    pub fn inlines_ctes(self) -> bool {
+        matches!(self, Dialect::DataFusion)
+    }
+
+    /// Whether `first_value(v ORDER BY …)` as an aggregate is faster here than numbering the
+    /// rows with `ROW_NUMBER()` and keeping the first: the one value of a `first`/`last`
+    /// aggregate and of an attribute read from a source. (The `k` values of `first k`/`last k`
+    /// stay ranked: `array_agg(… ORDER BY …)` sorts whole groups and is slower.)
+    pub fn ordered_first_value(self) -> bool {
+        matches!(self, Dialect::DataFusion)
+    }
+
     /// Quotes an identifier when it is not a plain lower-case name or is a reserved word.
     pub fn ident(self, name: &str) -> String {
         let plain = name

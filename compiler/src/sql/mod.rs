@@ -964,6 +964,24 @@ impl<'p> Emitter<'p> {
                     "SELECT canonical_id, count(*) AS {col}\n  FROM (\n    SELECT canonical_id, {v} AS v\n    FROM {ev}{}\n    GROUP BY canonical_id, {v}\n  ) distinct_values\n  GROUP BY canonical_id",
                     filtered(&format!("{v} IS NOT NULL"))
                 )),
+                AggFn::First | AggFn::Last
+                    if agg
+                        .value
+                        .as_ref()
+                        .is_some_and(|x| matches!(x.kind, ExprKind::Column(c) if c == beh.time)) =>
+                {
+                    // The first (last) value of the event time itself is its minimum (maximum).
+                    let f = if agg.function == AggFn::First { "min" } else { "max" };
+                    simple.entry(agg.behavior).or_default().push((aid, format!("{f}({})", case(&v))));
+                    None
+                }
+                AggFn::First | AggFn::Last if d.ordered_first_value() => {
+                    let dir = if agg.function == AggFn::First { "ASC" } else { "DESC" };
+                    Some(format!(
+                        "SELECT canonical_id, first_value(v ORDER BY event_time {dir}, v {dir}) AS {col}\n  FROM (SELECT canonical_id, event_time, {v} AS v FROM {ev}{}) values_\n  WHERE v IS NOT NULL\n  GROUP BY canonical_id",
+                        filtered("")
+                    ))
+                }
                 AggFn::First | AggFn::Last => {
                     let dir = if agg.function == AggFn::First { "ASC" } else { "DESC" };
                     Some(format!(
@@ -1070,14 +1088,25 @@ impl<'p> Emitter<'p> {
                     None => "v DESC".to_string(),
                 };
                 let cte = format!("attr_{}", a.meta.name);
-                ctes.push((
-                    cte.clone(),
+                let columns = format!(
+                    "{}, {v} AS v",
+                    order_by.map_or_else(
+                        || "1 AS unordered".to_string(),
+                        |c| self.q(&s.columns[c.index()].name)
+                    )
+                );
+                let query = if d.ordered_first_value() {
                     format!(
-                        "SELECT canonical_id, v\n  FROM (\n    SELECT canonical_id, v, ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY {order}) AS rn\n    FROM (SELECT canonical_id, {}, {v} AS v FROM {} src) r\n    WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
-                        order_by.map_or_else(|| "1 AS unordered".to_string(), |c| self.q(&s.columns[c.index()].name)),
+                        "SELECT canonical_id, first_value(v ORDER BY {order}) AS v\n  FROM (SELECT canonical_id, {columns} FROM {} src) r\n  WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  GROUP BY canonical_id",
                         self.source_rows(*source)
-                    ),
-                ));
+                    )
+                } else {
+                    format!(
+                        "SELECT canonical_id, v\n  FROM (\n    SELECT canonical_id, v, ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY {order}) AS rn\n    FROM (SELECT canonical_id, {columns} FROM {} src) r\n    WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
+                        self.source_rows(*source)
+                    )
+                };
+                ctes.push((cte.clone(), query));
                 attr_columns.push(format!("a_{i}.v AS {}", self.q(&a.meta.name)));
                 attr_joins.push(format!(
                     "LEFT JOIN {} a_{i} ON a_{i}.canonical_id = p.canonical_id",
@@ -1194,16 +1223,16 @@ impl<'p> Emitter<'p> {
                 self.header(&format!("{}: the profile table", entity.meta.name), &[]),
                 final_cols.join(",\n       ")
             );
-            return vec![
-                Statement {
-                    table: unquote(&values),
-                    sql,
-                },
-                Statement {
-                    table: unquote(&profile),
-                    sql: profile_sql,
-                },
-            ];
+            let mut statements = self.rows_statements(entity);
+            statements.push(Statement {
+                table: unquote(&values),
+                sql,
+            });
+            statements.push(Statement {
+                table: unquote(&profile),
+                sql: profile_sql,
+            });
+            return statements;
         };
         // Training set: every spine row, with the values of its (profile, timestamp) point.
         let table = self.table(entity, "training_set");
@@ -1235,6 +1264,85 @@ impl<'p> Emitter<'p> {
         }]
     }
 
+    /// Whether the rows of each source are built as tables of their own (see
+    /// [`Dialect::inlines_ctes`]); a training set keeps them inline, each spine point seeing
+    /// its own rows.
+    fn rows_as_tables(&self) -> bool {
+        self.pit.is_none() && self.d.inlines_ctes()
+    }
+
+    /// The statements building `<entity>_rows_<source>` for every bound source, when
+    /// [`Self::rows_as_tables`].
+    fn rows_statements(&self, entity: &'p Entity) -> Vec<Statement> {
+        if !self.rows_as_tables() {
+            return Vec::new();
+        }
+        self.bound_sources(entity)
+            .iter()
+            .map(|(source, bindings)| {
+                let name = &self.p.sources[source.index()].meta.name;
+                let table = self.table(entity, &format!("rows_{name}"));
+                let header = self.header(
+                    &format!(
+                        "{}: the rows of `{name}` with the canonical id of their strongest key",
+                        entity.meta.name
+                    ),
+                    &[],
+                );
+                Statement {
+                    table: unquote(&table),
+                    sql: format!(
+                        "{header}CREATE TABLE {table} AS\n{}",
+                        self.rows_query(entity, *source, bindings)
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// The rows of a source visible at the as-of time (all of them for a training set), with
+    /// the canonical id of their strongest key.
+    fn rows_query(&self, entity: &'p Entity, source: SourceId, bindings: &[&KeyBinding]) -> String {
+        let d = self.d;
+        let identity = self.table(entity, "identity");
+        let s = &self.p.sources[source.index()];
+        let mut joins = Vec::new();
+        let mut ids = Vec::new();
+        for (i, b) in bindings.iter().enumerate() {
+            let key = &entity.keys[b.key.index()];
+            let alias = format!("k{i}");
+            joins.push(format!(
+                "  LEFT JOIN {identity} {alias} ON {alias}.key_name = {} AND {alias}.key_value = {}",
+                d.string(&key.name),
+                self.key_value(entity, b, "s")
+            ));
+            ids.push(format!("{alias}.canonical_id"));
+        }
+        let cols: Vec<String> = s
+            .columns
+            .iter()
+            .filter(|c| c.name != "canonical_id")
+            .map(|c| format!("s.{}", self.q(&c.name)))
+            .collect();
+        let id_expr = if ids.len() == 1 {
+            ids[0].clone()
+        } else {
+            format!("COALESCE({})", ids.join(", "))
+        };
+        // In point-in-time mode each spine point sees the rows up to its own time instead.
+        let where_ = self
+            .visible(source, "s")
+            .filter(|_| self.pit.is_none())
+            .map(|w| format!("\n  WHERE {w}"))
+            .unwrap_or_default();
+        format!(
+            "SELECT {id_expr} AS canonical_id, {}\n  FROM {} s\n{}{where_}",
+            cols.join(", "),
+            self.q(&s.table),
+            joins.join("\n")
+        )
+    }
+
     /// CTEs with the rows of each bound source (visible at the as-of time, with the canonical id
     /// of their strongest key) and the events of the given behaviors. `all_sources` keeps the
     /// rows of sources no behavior reads (attributes read them).
@@ -1244,12 +1352,9 @@ impl<'p> Emitter<'p> {
         behaviors: &[BehaviorId],
         all_sources: bool,
     ) -> Vec<(String, String)> {
-        let d = self.d;
-        let identity = self.table(entity, "identity");
         let mut ctes = Vec::new();
         // Rows of each source with the canonical id of their strongest key.
-        let sources = self.bound_sources(entity);
-        for (source, bindings) in &sources {
+        for (source, bindings) in &self.bound_sources(entity) {
             if !all_sources
                 && !behaviors
                     .iter()
@@ -1257,45 +1362,16 @@ impl<'p> Emitter<'p> {
             {
                 continue;
             }
-            let s = &self.p.sources[source.index()];
-            let mut joins = Vec::new();
-            let mut ids = Vec::new();
-            for (i, b) in bindings.iter().enumerate() {
-                let key = &entity.keys[b.key.index()];
-                let alias = format!("k{i}");
-                joins.push(format!(
-                    "  LEFT JOIN {identity} {alias} ON {alias}.key_name = {} AND {alias}.key_value = {}",
-                    d.string(&key.name),
-                    self.key_value(entity, b, "s")
-                ));
-                ids.push(format!("{alias}.canonical_id"));
-            }
-            let cols: Vec<String> = s
-                .columns
-                .iter()
-                .filter(|c| c.name != "canonical_id")
-                .map(|c| format!("s.{}", self.q(&c.name)))
-                .collect();
-            let id_expr = if ids.len() == 1 {
-                ids[0].clone()
-            } else {
-                format!("COALESCE({})", ids.join(", "))
-            };
-            // In point-in-time mode each spine point sees the rows up to its own time instead.
-            let where_ = self
-                .visible(*source, "s")
-                .filter(|_| self.pit.is_none())
-                .map(|w| format!("\n  WHERE {w}"))
-                .unwrap_or_default();
-            ctes.push((
-                format!("rows_{}", s.meta.name),
+            let name = &self.p.sources[source.index()].meta.name;
+            let query = if self.rows_as_tables() {
                 format!(
-                    "SELECT {id_expr} AS canonical_id, {}\n  FROM {} s\n{}{where_}",
-                    cols.join(", "),
-                    self.q(&s.table),
-                    joins.join("\n")
-                ),
-            ));
+                    "SELECT * FROM {}",
+                    self.table(entity, &format!("rows_{name}"))
+                )
+            } else {
+                self.rows_query(entity, *source, bindings)
+            };
+            ctes.push((format!("rows_{name}"), query));
         }
 
         // Events of each behavior of the entity that something reads.
