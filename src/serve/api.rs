@@ -446,7 +446,7 @@ async fn features(
         tokio::task::spawn_blocking(move || a.catch_up_live())
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(ApiError::internal)?;
+            .map_err(live_error)?;
     }
     let online = match (request.live, app.online()) {
         (true, _) => None,
@@ -648,6 +648,17 @@ struct TransitionsQuery {
     limit: Option<usize>,
 }
 
+/// An error of catching the streaming operators up: 503 when they could not start (a source
+/// file missing, say: the reason is in the body, and the next try comes after a while), else
+/// an internal error.
+fn live_error(e: String) -> ApiError {
+    if e.starts_with(super::LIVE_NOT_STARTED) {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stream_unavailable", e)
+    } else {
+        ApiError::internal(e)
+    }
+}
+
 /// The newest segment entries and exits (journey steps, activations), newest first.
 async fn transitions(
     State(app): State<Shared>,
@@ -661,7 +672,7 @@ async fn transitions(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(ApiError::internal)?;
+    .map_err(live_error)?;
     Ok(Json(json!({ "transitions": recent })))
 }
 
@@ -673,7 +684,7 @@ async fn live_status(State(app): State<Shared>) -> ApiResult {
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(ApiError::internal)?;
+    .map_err(live_error)?;
     status.map(Json).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -703,7 +714,7 @@ async fn live_profile(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(ApiError::internal)?;
+    .map_err(live_error)?;
     let mut body = found.ok_or_else(|| {
         ApiError::not_found(format!(
             "no `{entity}` profile has {key} = {value} in the event stream"

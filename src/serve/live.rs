@@ -289,23 +289,28 @@ impl Live {
         if entries.is_empty() {
             return Vec::new();
         }
-        // The identifiers of the profiles that entered, in one pass, strongest key first and
-        // of one key the value seen first (as batch exports choose them).
-        let mut keys: HashMap<&str, Vec<(u64, i64, String, String)>> = entries
-            .iter()
-            .map(|(_, _, t)| (t.profile.as_str(), Vec::new()))
-            .collect();
-        for (e, entity) in p.entities.iter().enumerate() {
-            for (key, value, id, seen) in self.engine.identifiers(ir::EntityId(e as u32)) {
-                if let Some(list) = keys.get_mut(id.as_str()) {
+        // The identifiers of each profile that entered, strongest key first and of one key the
+        // value seen first (as batch exports choose them).
+        let mut keys: HashMap<&str, Vec<(u64, i64, String, String)>> = HashMap::new();
+        for (a, _, t) in &entries {
+            if keys.contains_key(t.profile.as_str()) {
+                continue;
+            }
+            let entity = &p.entities[a.entity.index()];
+            let list = self
+                .engine
+                .identifiers_of(a.entity, &t.profile)
+                .into_iter()
+                .map(|(key, value, seen)| {
                     let priority = entity
                         .keys
                         .iter()
                         .find(|k| k.name == key)
                         .map_or(u64::MAX, |k| k.priority);
-                    list.push((priority, seen, key, value));
-                }
-            }
+                    (priority, seen, key, value)
+                })
+                .collect();
+            keys.insert(t.profile.as_str(), list);
         }
         for list in keys.values_mut() {
             list.sort();

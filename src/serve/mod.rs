@@ -57,10 +57,21 @@ pub struct App {
     transitions: Arc<cdp_runtime::transitions::TransitionLog>,
     /// The streaming operators over the event log, built from the catalog it names.
     live: Mutex<Option<(Arc<Catalog>, live::Live)>>,
+    /// The last failure to start the operators: the catalog it was for, when, and why. The
+    /// same catalog is not tried again for [`LIVE_RETRY`], so that every request of the live
+    /// API does not read the source files again only to fail the same way.
+    live_failed: Mutex<Option<(Arc<Catalog>, std::time::Instant, String)>>,
     /// Set (and signalled) when the tracking API has logged events the operators have not
     /// taken yet: the stream worker ([`App::run_stream_worker`]) wakes up.
     stream_wake: (Mutex<bool>, std::sync::Condvar),
 }
+
+/// How long a failure to start the streaming operators stands before the next try.
+/// (The live API answers 503 meanwhile, with the reason.)
+const LIVE_RETRY: Duration = Duration::from_secs(10);
+
+/// How a failure to start the streaming operators begins (see [`App::catch_up_live`]).
+pub const LIVE_NOT_STARTED: &str = "the stream operators could not start";
 
 impl App {
     /// Loads a project for serving. A project that does not check is served anyway, with the
@@ -99,6 +110,7 @@ impl App {
             outbox: Arc::new(outbox),
             transitions: Arc::new(transitions),
             live: Mutex::new(None),
+            live_failed: Mutex::new(None),
             stream_wake: (Mutex::new(false), std::sync::Condvar::new()),
         })
     }
@@ -152,12 +164,31 @@ impl App {
             .as_ref()
             .is_none_or(|(c, _)| !Arc::ptr_eq(c, &catalog))
         {
+            let mut failed = self
+                .live_failed
+                .lock()
+                .map_err(|_| "the stream engine lock was poisoned".to_string())?;
+            if let Some((c, at, why)) = failed.as_ref() {
+                if Arc::ptr_eq(c, &catalog) && at.elapsed() < LIVE_RETRY {
+                    return Err(format!(
+                        "{why} (tried {} s ago; tried again {} s after that, or when the project changes)",
+                        at.elapsed().as_secs(),
+                        LIVE_RETRY.as_secs()
+                    ));
+                }
+            }
             let engine = live::Live::new(
                 catalog.project.clone(),
                 &catalog.config,
                 &self.dir,
                 &self.storage,
-            )?;
+            )
+            .map_err(|e| {
+                let why = format!("{LIVE_NOT_STARTED}: {e}");
+                *failed = Some((catalog.clone(), std::time::Instant::now(), why.clone()));
+                why
+            })?;
+            *failed = None;
             *guard = Some((catalog.clone(), engine));
         }
         let Some((_, engine)) = guard.as_mut() else {

@@ -125,7 +125,7 @@ pub fn document() -> Value {
             "/profiles/{entity}/{key}/{value}/segments": {"get": {
                 "summary": "The segments a profile is a member of",
                 "parameters": profile_params(),
-                "responses": errors(json!({"200": ok("Memberships", json!({"type": "object", "properties": {"canonical_id": {"type": "string"}, "segments": {"type": "array", "items": {"type": "string"}}}}))}))
+                "responses": errors(json!({"200": ok("Memberships", json!({"type": "object", "properties": {"canonical_id": {"type": "string"}, "segments": {"type": "array", "items": {"type": "string"}}}})), "503": error_response("The operators could not start (stream_unavailable: the reason; tried again after 10 s)")}))
             }},
             "/transitions": {"get": {
                 "summary": "The newest segment entries and exits (with exits caused by time passing), journey steps and activations, newest first",
@@ -137,7 +137,7 @@ pub fn document() -> Value {
             }},
             "/live": {"get": {
                 "summary": "What the streaming operators have seen: events, rows, late rows kept aside, profiles, state bytes, clock and watermark",
-                "responses": errors(json!({"200": ok("Counts", json!({"type": "object"})), "503": error_response("The project does not load")}))
+                "responses": errors(json!({"200": ok("Counts", json!({"type": "object"})), "503": error_response("The project does not load, or the operators could not start (stream_unavailable: the reason; tried again after 10 s)")}))
             }},
             "/live/{entity}/{key}/{value}": {"get": {
                 "summary": "A profile's attributes, features and segments as the streaming operators hold them: every event sent to the tracking API counted",

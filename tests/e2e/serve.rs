@@ -108,7 +108,10 @@ impl Server {
             ));
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
+        // Killed by a test after the connection was accepted: status 0 as well.
+        if stream.write_all(head.as_bytes()).is_err() {
+            return (0, Value::Null);
+        }
         // The server may answer (413) before reading a large body: a failed write is fine.
         let _ = stream.write_all(body);
         let mut response = Vec::new();
@@ -513,4 +516,45 @@ fn the_registry_api_follows_its_openapi_document_and_sees_new_runs() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn operators_that_cannot_start_answer_503_with_the_reason_and_are_not_rebuilt_per_request() {
+    let (_tmp, dir) = retail_copy();
+    let d = dir.to_str().unwrap();
+    let o = cdp(&["keys", "add", "ops", "--role", "admin", "--dir", d]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let admin = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("cdp_"))
+        .expect("a key is printed")
+        .to_string();
+    // The operators start from the project's source files: one is gone.
+    std::fs::remove_file(dir.join("data/email_events.csv")).unwrap();
+    let server = Server::start(&dir);
+    let (status, first) = server.get("/api/v1/live", &admin);
+    assert_eq!(status, 503, "{first}");
+    assert_eq!(error_code(&first), "stream_unavailable", "{first}");
+    let why = first["error"]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        why.contains("email_events"),
+        "the reason names the file: {why}"
+    );
+    // The next requests get the same reason without the files being read again.
+    for path in [
+        "/api/v1/live",
+        "/api/v1/live/customer/customer_id/C0001",
+        "/api/v1/transitions",
+    ] {
+        let (status, again) = server.get(path, &admin);
+        assert_eq!(status, 503, "{path}: {again}");
+        let message = again["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("email_events") && message.contains("tried again 10 s after"),
+            "{path}: {again}"
+        );
+    }
+    // The rest of the server is unaffected.
+    let (status, health) = server.get("/api/v1/definitions", &admin);
+    assert_eq!(status, 200, "{health}");
 }

@@ -115,6 +115,25 @@ fn id_map(
             batch_ids.len()
         ));
     }
+    // A profile's identifiers as webhooks read them (through its links) are those the scan of
+    // every identifier gives it.
+    let mut of_profile: HashMap<&str, Vec<(String, String, i64)>> = HashMap::new();
+    for (key, value, sid, seen) in &stream_ids {
+        of_profile
+            .entry(sid)
+            .or_default()
+            .push((key.clone(), value.clone(), *seen));
+    }
+    for (sid, mut scanned) in of_profile {
+        let mut walked = engine.identifiers_of(entity, sid);
+        scanned.sort();
+        walked.sort();
+        if walked != scanned {
+            return Err(format!(
+                "profile {sid}: its links reach {walked:?}, a scan finds {scanned:?}"
+            ));
+        }
+    }
     for (key, value, sid, _) in stream_ids {
         let bid = batch_ids
             .get(&(key.clone(), value.clone()))

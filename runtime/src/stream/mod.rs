@@ -553,6 +553,48 @@ impl StreamEngine {
             .collect()
     }
 
+    /// The identifiers of the live profile with canonical id `id`: `(key, value, first seen)`,
+    /// found by walking the links that joined its component from its anchor identifier (every
+    /// union of two components follows a link kept on both sides), not by scanning every
+    /// identifier of the entity.
+    pub fn identifiers_of(&self, entity: EntityId, id: &str) -> Vec<(String, String, i64)> {
+        let st = &self.entities[entity.index()];
+        let keys = &self.project.entities[entity.index()].keys;
+        let start = st
+            .slot_of_id
+            .get(id)
+            .map(|&slot| &st.profiles[slot])
+            .filter(|p| p.alive)
+            .and_then(|p| p.anchor.2.split_once(':'))
+            .and_then(|(name, text)| {
+                let k = keys.iter().position(|k| k.name == name)?;
+                st.index.get(&(k as u32, Arc::from(text))).copied()
+            });
+        let Some(start) = start else {
+            return Vec::new();
+        };
+        let root = st.find(start);
+        let mut seen: HashSet<u32> = HashSet::from([start]);
+        let mut todo = vec![start];
+        let mut out = Vec::new();
+        while let Some(n) = todo.pop() {
+            let node = &st.nodes[n as usize];
+            out.push((
+                keys[node.key as usize].name.clone(),
+                node.text.to_string(),
+                node.first_seen,
+            ));
+            for k in 0..keys.len() as u32 {
+                for &m in st.links.get(&(n, k)).into_iter().flatten() {
+                    if st.find(m) == root && seen.insert(m) {
+                        todo.push(m);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Bytes of operator state, roughly, and the number of live profiles.
     pub fn state_bytes(&self) -> (usize, usize) {
         let mut bytes = 0;
