@@ -420,6 +420,21 @@ impl BatchEngine {
         })
     }
 
+    /// Whether the engine has a table `name`.
+    pub fn has_table(&self, name: &str) -> Result<bool> {
+        self.ctx
+            .table_exist(TableReference::bare(name))
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Drops table `name` from the engine (its memory is freed once no running query holds it).
+    pub fn release(&self, name: &str) -> Result<()> {
+        self.ctx
+            .deregister_table(TableReference::bare(name))
+            .map(|_| ())
+            .map_err(|e| Error::Internal(format!("releasing `{name}`: {e}")))
+    }
+
     /// Every row of table `name` (as the program or a source named it).
     pub fn table(&self, name: &str) -> Result<Table> {
         let reference = TableReference::bare(name);

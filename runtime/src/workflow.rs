@@ -274,6 +274,11 @@ pub struct Options {
     pub retries: u32,
     /// Steps running at the same time.
     pub parallel: usize,
+    /// Drop each table from the engine once every step that reads or writes it has run: the
+    /// program's intermediate tables and the sources, not its outputs or state. Bounds a
+    /// run's memory (the rows of a large source are not held to the end); only for callers
+    /// that read nothing but the outputs afterwards.
+    pub release_after_use: bool,
 }
 
 impl Default for Options {
@@ -281,6 +286,7 @@ impl Default for Options {
         Options {
             retries: 2,
             parallel: 2,
+            release_after_use: false,
         }
     }
 }
@@ -394,6 +400,11 @@ pub fn run_with(
             dependents[a].push(i);
         }
     }
+    let mut users = if options.release_after_use {
+        table_users(engine, program, natives, &nodes)?
+    } else {
+        HashMap::new()
+    };
     let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| waiting[i] == 0).collect();
     let mut reports: Vec<Option<StepReport>> = vec![None; nodes.len()];
     let mut running = 0usize;
@@ -432,6 +443,13 @@ pub fn run_with(
                         o.finished(&report);
                     }
                     reports[i] = Some(report);
+                    for (table, left) in users.iter_mut() {
+                        if left.remove(&i) && left.is_empty() {
+                            if let Err(e) = engine.release(table) {
+                                failure.get_or_insert(e);
+                            }
+                        }
+                    }
                     for &d in &dependents[i] {
                         waiting[d] -= 1;
                         if waiting[d] == 0 {
@@ -452,6 +470,53 @@ pub fn run_with(
     }
     engine.advance_state(program)?;
     Ok(reports.into_iter().flatten().collect())
+}
+
+/// Per table that may be released after use (see [`Options::release_after_use`]): the nodes
+/// that name it (read or write it), each removed as it finishes.
+fn table_users(
+    engine: &BatchEngine,
+    program: &Program,
+    natives: &[Native],
+    nodes: &[Node],
+) -> Result<HashMap<String, BTreeSet<usize>>> {
+    let mut keep: BTreeSet<&str> = program.outputs.iter().map(String::as_str).collect();
+    keep.extend(program.initial_state.iter().map(|s| s.table.as_str()));
+    let built: BTreeSet<String> = program.steps.iter().flat_map(step_tables).collect();
+    let mut users: HashMap<String, BTreeSet<usize>> = HashMap::new();
+    let mut exists: HashMap<String, bool> = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let named: Vec<String> = match node.task {
+            Task::Sql(s) => step_sql(&program.steps[s])
+                .iter()
+                .flat_map(|sql| identifiers(sql))
+                .chain(node.tables.iter().cloned())
+                .collect(),
+            Task::Native(k) => natives[k]
+                .reads
+                .iter()
+                .chain(&natives[k].builds)
+                .cloned()
+                .collect(),
+        };
+        for name in named {
+            if keep.contains(name.as_str()) {
+                continue;
+            }
+            let table = match exists.get(&name) {
+                Some(&known) => known,
+                None => {
+                    let known = built.contains(&name) || engine.has_table(&name)?;
+                    exists.insert(name.clone(), known);
+                    known
+                }
+            };
+            if table {
+                users.entry(name).or_default().insert(i);
+            }
+        }
+    }
+    Ok(users)
 }
 
 /// What a node runs, resolved.
@@ -596,6 +661,82 @@ mod tests {
                 .contains("1 values of (id) appear more than once"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tables_are_released_after_their_last_use_but_outputs_and_state_are_kept() {
+        let setup = || {
+            let engine = BatchEngine::with_threads(2).unwrap();
+            engine
+                .query("CREATE TABLE src AS SELECT 1 AS x UNION ALL SELECT 2")
+                .unwrap();
+            engine
+                .query("CREATE TABLE unrelated AS SELECT 1 AS x")
+                .unwrap();
+            engine
+        };
+        let mut p = program(vec![
+            create("rows", "CREATE TABLE rows AS SELECT x FROM src"),
+            create("a", "CREATE TABLE a AS SELECT x FROM rows WHERE x = 1"),
+            create("b", "CREATE TABLE b AS SELECT x FROM rows WHERE x = 2"),
+            create(
+                "out",
+                "CREATE TABLE out AS SELECT * FROM a UNION ALL SELECT * FROM b",
+            ),
+            create(
+                "late",
+                "CREATE TABLE late AS SELECT count(*) AS n FROM state",
+            ),
+            create(
+                "state_next",
+                "CREATE TABLE state_next AS SELECT n AS x FROM late",
+            ),
+        ]);
+        p.outputs = vec!["out".into(), "state_next".into()];
+        p.initial_state = vec![Statement {
+            table: "state".into(),
+            sql: "CREATE TABLE IF NOT EXISTS state AS SELECT 1 AS x".into(),
+        }];
+        let tables = |engine: &BatchEngine| {
+            [
+                "src",
+                "rows",
+                "a",
+                "b",
+                "late",
+                "out",
+                "state_next",
+                "unrelated",
+            ]
+            .into_iter()
+            .filter(|t| engine.has_table(t).unwrap())
+            .collect::<Vec<_>>()
+        };
+        let kept = setup();
+        run(&kept, &p, &[], &Options::default(), &mut ()).unwrap();
+        assert_eq!(
+            tables(&kept),
+            [
+                "src",
+                "rows",
+                "a",
+                "b",
+                "late",
+                "out",
+                "state_next",
+                "unrelated"
+            ]
+        );
+        let released = setup();
+        let options = Options {
+            release_after_use: true,
+            ..Options::default()
+        };
+        // Both branches read `rows` in parallel: it goes only after both ran.
+        run(&released, &p, &[], &options, &mut ()).unwrap();
+        assert_eq!(tables(&released), ["out", "state_next", "unrelated"]);
+        assert_eq!(released.table_rows("out").unwrap(), 2);
+        assert!(released.has_table("state").unwrap());
     }
 
     #[test]

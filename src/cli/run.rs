@@ -125,6 +125,8 @@ pub fn run(dir: &Path, options: &Options, out: &mut dyn Write, err: &mut dyn Wri
         &workflow::Options {
             retries: options.retries,
             parallel: 2,
+            // Only the outputs are read after the run.
+            release_after_use: true,
         },
         &mut progress,
     );
