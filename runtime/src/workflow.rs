@@ -697,36 +697,24 @@ mod tests {
             table: "state".into(),
             sql: "CREATE TABLE IF NOT EXISTS state AS SELECT 1 AS x".into(),
         }];
+        const ALL: [&str; 8] = [
+            "src",
+            "rows",
+            "a",
+            "b",
+            "late",
+            "out",
+            "state_next",
+            "unrelated",
+        ];
         let tables = |engine: &BatchEngine| {
-            [
-                "src",
-                "rows",
-                "a",
-                "b",
-                "late",
-                "out",
-                "state_next",
-                "unrelated",
-            ]
-            .into_iter()
-            .filter(|t| engine.has_table(t).unwrap())
-            .collect::<Vec<_>>()
+            ALL.into_iter()
+                .filter(|t| engine.has_table(t).unwrap())
+                .collect::<Vec<_>>()
         };
         let kept = setup();
         run(&kept, &p, &[], &Options::default(), &mut ()).unwrap();
-        assert_eq!(
-            tables(&kept),
-            [
-                "src",
-                "rows",
-                "a",
-                "b",
-                "late",
-                "out",
-                "state_next",
-                "unrelated"
-            ]
-        );
+        assert_eq!(tables(&kept), ALL);
         let released = setup();
         let options = Options {
             release_after_use: true,
