@@ -1534,6 +1534,12 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{BooleanArray, Decimal128Array, Int64Array as I64};
 
+    /// Opens the test's store, waiting out a holder that is still letting go: sled releases its
+    /// file lock from background threads a moment after the last handle is dropped.
+    fn reopen(dir: &Path) -> OnlineStore {
+        OnlineStore::open_waiting(&path(dir), Duration::from_secs(10)).unwrap()
+    }
+
     fn strings_batch(names: &[&str], rows: &[&[Option<&str>]]) -> (Arc<ArrowSchema>, RecordBatch) {
         let schema = Arc::new(ArrowSchema::new(
             names
@@ -1663,7 +1669,7 @@ mod tests {
     fn a_sync_makes_every_profile_readable_by_id_and_by_key() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
-        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        let online = reopen(dir.path());
         let empty = online.sync(&s).unwrap();
         assert_eq!((empty.run, empty.profiles), (None, 0));
 
@@ -1708,7 +1714,7 @@ mod tests {
     #[test]
     fn blocks_find_every_entry_and_a_change_rewrites_only_its_own_block() {
         let dir = tempfile::tempdir().unwrap();
-        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        let online = reopen(dir.path());
         let tree = &online.keys;
         let entry = |i: u32| (format!("id{i:06}").into_bytes(), i.to_le_bytes().to_vec());
         let write = |ids: &[u32]| {
@@ -1786,7 +1792,7 @@ mod tests {
     fn a_later_run_removes_what_is_gone_and_merged_ids_find_their_survivor() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
-        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        let online = reopen(dir.path());
         commit(&s, &first_run());
         online.sync(&s).unwrap();
 
@@ -1841,7 +1847,7 @@ mod tests {
         // Rebuilt from nothing, the store holds the same.
         drop(online);
         std::fs::remove_dir_all(path(dir.path())).unwrap();
-        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        let online = reopen(dir.path());
         assert!(online.sync(&s).unwrap().updated);
         assert_eq!(online.profile("c", "b").unwrap().unwrap().canonical_id, "z");
         assert_eq!(online.profile("c", "a").unwrap().unwrap().canonical_id, "z");
@@ -1854,7 +1860,7 @@ mod tests {
         let s = Storage::open(dir.path()).unwrap();
         commit(&s, &first_run());
         {
-            let online = OnlineStore::open(&path(dir.path())).unwrap();
+            let online = reopen(dir.path());
             online.sync(&s).unwrap();
             // Killed after writing half of an update: a stale profile, a wrong key, a marker
             // that names no run.
@@ -1869,7 +1875,7 @@ mod tests {
             online.meta.insert("run", b"garbage".to_vec()).unwrap();
             online.flush().unwrap();
         }
-        let online = OnlineStore::open(&path(dir.path())).unwrap();
+        let online = reopen(dir.path());
         assert_eq!(online.run().unwrap().as_deref(), Some("garbage"));
         let synced = online.sync(&s).unwrap();
         assert!(synced.updated);
@@ -1887,13 +1893,13 @@ mod tests {
     #[test]
     fn a_store_held_elsewhere_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
-        let held = OnlineStore::open(&path(dir.path())).unwrap();
+        let held = reopen(dir.path());
         let e = OnlineStore::open_waiting(&path(dir.path()), Duration::ZERO)
             .err()
             .expect("sled lets one holder in");
         assert!(in_use(&e), "{e}");
         drop(held);
-        assert!(OnlineStore::open_waiting(&path(dir.path()), Duration::ZERO).is_ok());
+        reopen(dir.path());
     }
 
     fn retail() -> ir::Project {
