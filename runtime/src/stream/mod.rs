@@ -27,6 +27,7 @@ pub mod aggregate;
 pub mod checkpoint;
 pub mod eval;
 pub mod feed;
+mod horizon;
 pub mod journey;
 pub mod value;
 
@@ -34,7 +35,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use cdp_compiler::ir::{
-    self, AttributeValue, EntityId, Expr, ExprKind, Literal, ProfileValue, SegmentId, SourceId,
+    self, AttributeValue, EntityId, Expr, ExprKind, ProfileValue, SegmentId, SourceId,
 };
 
 use aggregate::{AggSpec, AggState};
@@ -145,10 +146,10 @@ struct EntityPlan {
     latest: Vec<bool>,
     segments: Vec<SegmentId>,
     journeys: Vec<ir::JourneyId>,
-    /// Whether segments read `now()` (directly or through what they read).
-    reads_now: bool,
-    /// Duration literals (microseconds) of what segments read: candidate timer offsets.
-    offsets: Vec<i64>,
+    /// The segment conditions and journey conditions that time alone can change (they read
+    /// `now()`, a windowed aggregate or a sequence), with the values that do written in place:
+    /// a profile's timer is set for when time alone may next change one ([`horizon`]).
+    watched: Vec<horizon::Watch>,
     /// Per aggregate / sequence of the plan: whether a segment or a journey condition reads
     /// it (transitively). Only those set timers: what nothing time-driven reads is computed
     /// when it is read.
@@ -498,6 +499,16 @@ impl StreamEngine {
         })
     }
 
+    /// The segment memberships the engine holds for each profile of an entity (what its
+    /// transitions have said so far), by canonical id: the segments it is in.
+    pub fn memberships(&self, entity: EntityId) -> impl Iterator<Item = (&str, Vec<SegmentId>)> {
+        let st = &self.entities[entity.index()];
+        st.profiles.iter().filter(|p| p.alive).map(move |p| {
+            let ins = st.plan.segments.iter().zip(&p.members);
+            (&*p.id, ins.filter(|(_, m)| **m).map(|(s, _)| *s).collect())
+        })
+    }
+
     /// The canonical id of the profile holding identifier `key_name:value` (normalized).
     pub fn canonical_id(&self, entity: EntityId, key: &str, value: &str) -> Option<&str> {
         let st = &self.entities[entity.index()];
@@ -703,10 +714,7 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         .filter(|(_, j)| j.entity == id)
         .map(|(i, _)| ir::JourneyId(i as u32))
         .collect();
-    // What segments and journey conditions read, transitively: does it read now(), which
-    // durations does it add?
-    let mut reads_now = false;
-    let mut offsets = Vec::new();
+    // What segments and journey conditions read, transitively.
     let mut seen: BTreeSet<(u8, u32)> = BTreeSet::new();
     let mut stack: Vec<&Expr> = segments
         .iter()
@@ -717,8 +725,6 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
     }
     while let Some(e) = stack.pop() {
         e.walk(|x| match &x.kind {
-            k if is_now(k) => reads_now = true,
-            ExprKind::Literal(Literal::DurationMs(ms)) => offsets.push(*ms as i64 * 1000),
             ExprKind::Attribute(a) if seen.insert((0, a.0)) => {
                 if let AttributeValue::Derived(d) = &p.attributes[a.index()].value {
                     stack.push(d);
@@ -750,10 +756,52 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         .map(|(a, _)| seen.contains(&(3, a.0)))
         .collect();
     let timed_sequences = sequences.iter().map(|q| seen.contains(&(4, q.0))).collect();
-    // A timestamp compared with now() itself (`expires_at before now()`) flips at its own time.
-    offsets.push(0);
-    offsets.sort_unstable();
-    offsets.dedup();
+    // Time moves windowed aggregates and sequences with a window or a negated step too.
+    let leaf_of = |k: &ExprKind| -> Option<(horizon::Leaf, horizon::Mono)> {
+        use cdp_compiler::types::Aggregate as F;
+        use horizon::Mono;
+        match k {
+            ExprKind::Aggregate(a) => {
+                let i = aggregates.iter().position(|(x, _)| x == a)?;
+                let spec = &aggregates[i].1;
+                spec.window?;
+                let mono = match spec.function {
+                    // Events only leave the window. Max and Min are not monotone: an
+                    // emptied window makes them null, which flips a negated comparison.
+                    F::Count | F::CountDistinct | F::ApproxCountDistinct => Mono::Down,
+                    _ => Mono::Other,
+                };
+                Some((horizon::Leaf::Aggregate(i), mono))
+            }
+            ExprKind::Sequence(q) => {
+                let i = sequences.iter().position(|x| x == q)?;
+                let seq = &p.sequences[q.index()];
+                let mono = if seq.then.iter().any(|x| x.negated) {
+                    Mono::Other
+                } else if seq.window_ms.is_some() {
+                    Mono::Down // steps only leave the window
+                } else {
+                    return None; // steps never leave: only events change it
+                };
+                Some((horizon::Leaf::Sequence(i), mono))
+            }
+            _ => None,
+        }
+    };
+    let moving = horizon::Watch::moving(p, id, &leaf_of);
+    let mut watched: Vec<horizon::Watch> = segments
+        .iter()
+        .filter(|s| moving.contains(&(2, s.0)))
+        .map(|s| horizon::Watch::inline(&p.segments[s.index()].condition, p, &moving, &leaf_of))
+        .collect();
+    for j in &journeys {
+        for e in journey_conditions(&p.journeys[j.index()]) {
+            let w = horizon::Watch::inline(e, p, &moving, &leaf_of);
+            if w.moves() {
+                watched.push(w);
+            }
+        }
+    }
     let latest = source_attributes
         .iter()
         .map(|a: &ir::AttributeId| {
@@ -773,8 +821,7 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         source_attributes,
         segments,
         journeys,
-        reads_now,
-        offsets,
+        watched,
         timed_aggregates,
         timed_sequences,
         timed_values: seen.iter().copied().filter(|(k, _)| *k < 2).collect(),
@@ -1286,49 +1333,26 @@ impl EntityState {
                 next = Some(t);
             }
         };
+        let mut v = v;
         if !plan.segments.is_empty() {
-            let aggregates = plan.aggregates.iter().zip(&profile.aggregates);
-            for (((_, spec), state), _) in aggregates
-                .zip(&plan.timed_aggregates)
-                .filter(|(_, timed)| **timed)
-            {
-                if let Some(t) = spec.next_expiry(state) {
-                    consider(t);
-                }
-            }
-            let sequences = plan.sequences.iter().zip(&profile.sequences);
-            for ((sid, lists), _) in sequences
-                .zip(&plan.timed_sequences)
-                .filter(|(_, timed)| **timed)
-            {
-                let seq = &p.sequences[sid.index()];
-                let mut horizon: Vec<i64> =
-                    seq.window_ms.map(|w| w as i64 * 1000).into_iter().collect();
-                horizon.extend(seq.then.iter().map(|x| x.within_ms as i64 * 1000));
-                for l in lists {
-                    for &t in l {
-                        for h in &horizon {
-                            consider(t + h);
-                        }
-                    }
-                }
-            }
             for (t, _, _) in &profile.pending {
                 consider(*t);
             }
-            if plan.reads_now {
-                consider((at.div_euclid(value::DAY_MICROS) + 1) * value::DAY_MICROS);
-                let stamps = v
-                    .attributes
-                    .iter()
-                    .chain(&v.features)
-                    .chain(&v.aggregates)
-                    .filter_map(Value::as_micros);
-                for x in stamps {
-                    for c in &plan.offsets {
-                        consider(x + c);
+            if !plan.watched.is_empty() {
+                let leaves = horizon::Leaves {
+                    project: p,
+                    aggregates: &plan.aggregates,
+                    states: &profile.aggregates,
+                    sequences: &plan.sequences,
+                    lists: &profile.sequences,
+                };
+                let clock = horizon::Clock::new(v, at, re, leaves);
+                for w in &plan.watched {
+                    if let Some(t) = clock.next(w) {
+                        consider(t);
                     }
                 }
+                v = clock.into_values();
             }
         }
         profile.values = v;
