@@ -566,6 +566,130 @@ fn a_timestamp_compared_with_now_sets_its_own_exit_timer() {
     );
 }
 
+/// Timers fire when time alone can next flip a segment (the runtime's `horizon` analysis), not
+/// at every midnight: advanced to arbitrary instants, with nobody re-evaluated on purpose,
+/// every profile's held memberships must equal its segments computed afresh at that instant —
+/// a flip that waited for a later timer shows up as a stale membership. The instants run from
+/// the first event to 400 days after the last, so lapses, anniversaries and birthdays pass.
+/// Conditions that time moves in ways a careless next-change analysis gets wrong: a windowed
+/// max or min turns null when its window empties (so a negated comparison flips), an equality
+/// on a shrinking count is true only in between, a ratio of two shrinking counts moves either
+/// way, a negated step makes a sequence true by time.
+const AWKWARD_TIMERS: &str = r#"
+segment no_big_order_lately of customer { not (max(purchase.amount) over 30d > 100) }
+segment no_small_order_lately of customer { not (min(purchase.amount) over 7d < 30) }
+segment exactly_two_orders_30d of customer { orders_30d = 2 }
+segment mostly_cancelled of customer { cancel_rate_90d > 0.3 and cancel_rate_90d < 0.8 }
+segment viewed_then_idle of customer { did page_view then not add_to_cart within 2d over 10d }
+segment quiet_week of customer { not (page_views_7d > 3 or revenue_30d > 50) }
+"#;
+
+fn timers_keep_memberships_current(seed: u64, profiles: usize, gaps: &[i64]) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    data::write_retail_project(dir.path(), seed, profiles).map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("timers.cdp"), AWKWARD_TIMERS).map_err(|e| e.to_string())?;
+    let (project, inputs) = engines::project_inputs(dir.path());
+    let project = Arc::new(project);
+    let mut engine = StreamEngine::new(project.clone(), Options::default());
+    let rows = arrivals(&project, &inputs, seed, 0, true);
+    let first = rows.iter().map(|(t, _, _)| *t).find(|t| *t != i64::MIN);
+    let mut t = first.ok_or("no timed rows")?;
+    let end = AS_OF_MICROS + 400 * 86_400_000_000;
+    let mut rows = rows.into_iter().peekable();
+    let (mut checks, mut by_time) = (0usize, 0usize);
+    for k in 0.. {
+        while let Some((_, source, row)) = rows.next_if(|(at, _, _)| *at <= t) {
+            engine.ingest(source, row);
+        }
+        engine.advance(t);
+        by_time += engine
+            .take_transitions()
+            .iter()
+            .filter(|x| x.by_time)
+            .count();
+        engine.take_journey_events();
+        for e in 0..project.entities.len() {
+            let entity = EntityId(e as u32);
+            let held: HashMap<String, Vec<ir::SegmentId>> = engine
+                .memberships(entity)
+                .map(|(id, m)| (id.to_string(), m))
+                .collect();
+            for (id, values) in engine.profiles(entity) {
+                let fresh: Vec<ir::SegmentId> = project
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| {
+                        s.entity == entity && values.segments[*i].truth() == Some(true)
+                    })
+                    .map(|(i, _)| ir::SegmentId(i as u32))
+                    .collect();
+                if held.get(id) != Some(&fresh) {
+                    let name = |ss: &[ir::SegmentId]| {
+                        ss.iter()
+                            .map(|s| project.segments[s.index()].meta.name.clone())
+                            .collect::<Vec<_>>()
+                    };
+                    return Err(format!(
+                        "seed {seed}, {profiles} profiles, at {} (check {checks}): {id} holds {:?}, \
+                         is in {:?}",
+                        canon::timestamp_micros(t),
+                        held.get(id).map(|h| name(h)),
+                        name(&fresh)
+                    ));
+                }
+            }
+        }
+        checks += 1;
+        if t >= end {
+            break;
+        }
+        t = (t + gaps[k % gaps.len()]).min(end);
+    }
+    if by_time == 0 {
+        return Err(format!(
+            "seed {seed}: no transition by time: the case proves nothing"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn timers_keep_memberships_current_on_the_retail_data() {
+    const DAY: i64 = 86_400_000_000;
+    for (seed, profiles) in [(5, 60), (23, 120)] {
+        let gaps = [
+            DAY / 3 + 17,
+            7 * DAY + 1,
+            1_000_001,
+            2 * DAY - 3_600_000_001,
+            13 * DAY,
+        ];
+        if let Err(e) = timers_keep_memberships_current(seed, profiles, &gaps) {
+            panic!("{e}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 6,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn timers_keep_memberships_current_at_any_instant(
+        seed in 0u64..1_000_000,
+        profiles in 20usize..100,
+        gaps in prop::collection::vec(1i64..30 * 86_400_000_000, 3..12),
+    ) {
+        if let Err(e) = timers_keep_memberships_current(seed, profiles, &gaps) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+}
+
 /// What an engine did and holds, for comparing two engines: every segment transition and
 /// journey step (in order), every profile's values and journey states at the end, the counts.
 fn moves_and_state(
