@@ -582,6 +582,9 @@ segment exactly_two_orders_30d of customer { orders_30d = 2 }
 segment mostly_cancelled of customer { cancel_rate_90d > 0.3 and cancel_rate_90d < 0.8 }
 segment viewed_then_idle of customer { did page_view then not add_to_cart within 2d over 10d }
 segment quiet_week of customer { not (page_views_7d > 3 or revenue_30d > 50) }
+# Signups dated after the clock: `%` of a negative count stays negative until it crosses zero.
+segment late_in_signup_month of customer { days_between(signup_at, now()) % 30 >= 26 }
+segment counting_down_to_signup of customer { days_between(now(), signup_at) % 20 <= -15 }
 "#;
 
 fn timers_keep_memberships_current(seed: u64, profiles: usize, gaps: &[i64]) -> Result<(), String> {

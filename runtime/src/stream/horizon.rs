@@ -16,8 +16,9 @@
 //!   value changes when the growing side first reaches the fixed one: solved in closed form and
 //!   checked by evaluating one microsecond before and at the instant, else found by a galloping
 //!   search over the expression itself;
-//! - `g % m` of such a growing whole number repeats with period `m`: the next value of `g` that
-//!   changes the comparison is found within one period;
+//! - `g % m` of such a growing whole number repeats with period `m` on each side of zero (`%`
+//!   truncates): the next value of `g` that changes the comparison is found within one period,
+//!   or one period past zero;
 //! - `hour(x)`, `day(x)`, `month(x)` change at the next hour or midnight of `x`;
 //! - a node reading leaves and not `now()` changes, if at all, at one of the leaves' listed
 //!   instants: the first at which its value differs is searched among them (by halving when the
@@ -160,6 +161,11 @@ impl Watch {
         leaf_of: LeafOf<'_>,
     ) -> Watch {
         Watch::of(inline(e, p, moving), leaf_of)
+    }
+
+    /// The condition, with the moving profile values it reads written in place.
+    pub(crate) fn expr(&self) -> &Expr {
+        &self.expr
     }
 
     /// Whether time alone can change the condition.
@@ -617,8 +623,15 @@ impl<'a> Clock<'a> {
         } else {
             Ordering::Less
         };
-        for i in 1..=m {
-            let n = g0 + i * step;
+        // `%` truncates: the values repeat with period `m` on each side of zero, so one
+        // period from `g0` and, if `g` crosses zero on its way, one period from zero.
+        let ahead = (1..=m).map(|i| g0.saturating_add(i * step));
+        let past_zero = if g0.signum() * step < 0 {
+            Some((0..m).map(|i| i * step))
+        } else {
+            None
+        };
+        for n in ahead.chain(past_zero.into_iter().flatten()) {
             if side_of(n) != now {
                 return Some(self.first_reach(g, &Value::Int(n), dir, false, at));
             }
