@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use cdp_compiler::ir::{self, EntityId, SourceId};
 use cdp_runtime::stream::journey::Happened;
-use cdp_runtime::stream::{value, JourneyEvent, Options, StreamEngine, Value};
+use cdp_runtime::stream::{value, Counts, JourneyEvent, Options, StreamEngine, Value};
 use cdp_runtime::Dialect;
 use proptest::prelude::*;
 
@@ -699,7 +699,7 @@ fn moves_and_state(
     engine: &StreamEngine,
     transitions: &[cdp_runtime::stream::Transition],
     steps: &[JourneyEvent],
-) -> (Vec<String>, Vec<String>, Vec<String>, String) {
+) -> (Vec<String>, Vec<String>, Vec<String>, Counts) {
     let moves = transitions.iter().map(|t| format!("{t:?}")).collect();
     let steps = steps.iter().map(|e| format!("{e:?}")).collect();
     let mut state = Vec::new();
@@ -716,7 +716,7 @@ fn moves_and_state(
         state.extend(ids.into_iter().map(|i| format!("{i:?}")));
     }
     state.sort();
-    (moves, steps, state, format!("{:?}", engine.counts()))
+    (moves, steps, state, engine.counts())
 }
 
 /// Checkpoints lose nothing: an engine restarted from its own checkpoint at random points (in
@@ -724,8 +724,9 @@ fn moves_and_state(
 /// exits by time included, so its timers survived — the same journey steps, and ends with
 /// the same profiles, journey states, identifiers and counts as one that never stopped.
 ///
-/// With `full_timers`, the restarted engine also recomputes whole profiles at every timer:
-/// the clock-only evaluations of the other (only what reads `now()`) must not change a thing.
+/// With `full_timers`, the restarted engine also recomputes whole profiles at every
+/// evaluation: the incremental evaluations of the other (only what the events since and the
+/// passing of time can have changed) must not change a thing.
 fn restarts_change_nothing(
     seed: u64,
     profiles: usize,
@@ -747,7 +748,7 @@ fn restarts_change_nothing(
     let mut steady = StreamEngine::new(project.clone(), options);
     let mut restarted = StreamEngine::new(project.clone(), options);
     if full_timers {
-        restarted.evaluate_fully_on_timers();
+        restarted.evaluate_fully();
     }
     let (mut moves, mut steps) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     let mut next_advance = i64::MIN;
@@ -755,7 +756,7 @@ fn restarts_change_nothing(
         if restart_at.contains(&i) {
             restarted = restart(&restarted, &project, lateness_ms);
             if full_timers {
-                restarted.evaluate_fully_on_timers();
+                restarted.evaluate_fully();
             }
         }
         // Advance both every six hours of arrival time, as a server catches up.
@@ -801,17 +802,27 @@ fn restarts_change_nothing(
             ));
         }
     }
-    if a.3 != b.3 {
-        return Err(format!("seed {seed}: counts {} vs {}", a.3, b.3));
+    let (mut counts_a, mut counts_b) = (a.3, b.3);
+    if full_timers {
+        // How many evaluations ran is work, not a result: a full evaluation works out every
+        // next-change instant afresh, and one may fall later than an instant kept from before.
+        for c in [&mut counts_a, &mut counts_b] {
+            c.evaluations = 0;
+            c.timer_evaluations = 0;
+        }
+    }
+    if counts_a != counts_b {
+        return Err(format!("seed {seed}: counts {counts_a:?} vs {counts_b:?}"));
     }
     Ok(())
 }
 
-/// Timers where only the clock moved recompute only what reads `now()`: on the retail data of
-/// two data sets, against an engine that recomputes whole profiles, nothing differs (the
-/// property test above tries more).
+/// Evaluations recompute only what the events since the last one and the passing of time can
+/// have changed (after a timer where only the clock moved, only what reads `now()`): on the
+/// retail data of two data sets, against an engine that recomputes whole profiles and every
+/// next-change instant at each evaluation, nothing differs (the property test above tries more).
 #[test]
-fn clock_only_timer_evaluations_equal_full_ones() {
+fn incremental_evaluations_equal_full_ones() {
     for (seed, profiles) in [(0, 20), (11, 90)] {
         if let Err(e) = restarts_change_nothing(seed, profiles, &[], true) {
             panic!("{e}");

@@ -25,6 +25,7 @@
 
 pub mod aggregate;
 pub mod checkpoint;
+mod deps;
 pub mod eval;
 pub mod feed;
 mod horizon;
@@ -39,6 +40,7 @@ use cdp_compiler::ir::{
 };
 
 use aggregate::{AggSpec, AggState};
+use deps::Inputs;
 use eval::{eval, ProfileValues, Regexes, Scope};
 use journey::{Happened, JourneyState};
 pub use value::Value;
@@ -47,6 +49,8 @@ use crate::identity::md5_id;
 
 /// Timeless records (sources without a time column) count as seen at 1900-01-01, as in SQL.
 const BEGINNING: i64 = -2_208_988_800_000_000;
+/// A watched condition's next change when time alone never changes it.
+const NEVER: i64 = i64::MAX;
 
 /// Options of the engine.
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +143,8 @@ struct EntityPlan {
     aggregates: Vec<(ir::AggregateId, AggSpec)>,
     /// Per source: behaviors reading it.
     behaviors: HashMap<SourceId, Vec<ir::BehaviorId>>,
+    /// Per behavior of the project: where its events go in this entity's plan.
+    routes: Vec<Route>,
     /// Per sequence of the entity: the window, and per step (behavior, filter, within, negated).
     sequences: Vec<ir::SequenceId>,
     /// Attributes read from sources, and whether each takes the latest row.
@@ -163,6 +169,27 @@ struct EntityPlan {
     clock_values: Vec<ProfileValue>,
     /// Whether a journey condition reads `now()` itself (then every evaluation steps them).
     journeys_read_now: bool,
+    /// What the events of a profile can change ([`deps`]): per watched condition, per
+    /// aggregate, per sequence and per source attribute of the plan, their inputs.
+    watched_inputs: Vec<Inputs>,
+    aggregate_inputs: Vec<Inputs>,
+    sequence_inputs: Vec<Inputs>,
+    source_attribute_inputs: Vec<Inputs>,
+    /// Per sequence: whether time alone moves it (a window or a negated step).
+    sequence_moves: Vec<bool>,
+    /// The derived attributes, features and segments an evaluation computes (those segments
+    /// and journey conditions read, and every segment), in evaluation order, with their
+    /// inputs and whether time alone moves them (they read `now()`, a windowed aggregate or a
+    /// moving sequence, directly or through another value).
+    values: Vec<(ProfileValue, Inputs, bool)>,
+}
+
+/// The aggregates (by position in the plan) and sequence steps (sequence position, step) one
+/// behavior's events feed.
+#[derive(Default)]
+struct Route {
+    aggregates: Vec<usize>,
+    steps: Vec<(usize, usize)>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -192,6 +219,14 @@ struct Profile {
     pending: Vec<(i64, ir::BehaviorId, Arc<[Value]>)>,
     values: ProfileValues,
     members: Vec<bool>,
+    /// Per watched condition of the plan: the first instant after the last evaluation at which
+    /// time alone may change it ([`NEVER`]: never). The instants stay right while the state
+    /// stays as it was then (no event, no merge), so a timer works out again only the
+    /// conditions due by then. Empty: all are worked out at the next evaluation.
+    horizons: Vec<i64>,
+    /// The inputs events changed since the last evaluation (everything for a new or merged
+    /// profile).
+    touched: Inputs,
     /// Per journey of the entity: where the profile is.
     journeys: Vec<Option<JourneyState>>,
     /// Per journey: the states of profiles merged into this one since the last advance, with
@@ -244,9 +279,10 @@ struct EntityState {
     /// Profiles that finished a `reentry always` journey whose entry still holds: they enter
     /// again at the next step, as the next batch run enters them.
     reentering: BTreeSet<usize>,
-    /// Recompute whole profiles at every timer (for comparing against the clock-only path).
+    /// Recompute whole profiles at every evaluation (for comparing against the incremental
+    /// paths).
     #[serde(skip)]
-    full_timer_evaluations: bool,
+    full_evaluations: bool,
 }
 
 impl StreamEngine {
@@ -411,12 +447,13 @@ impl StreamEngine {
         self.advance(at.max(self.clock));
     }
 
-    /// Makes every timer recompute the whole profile, as if events had changed it, instead of
-    /// only the values that read `now()` when nothing but the clock moved. Slower; the result
-    /// is the same (a test compares the two).
-    pub fn evaluate_fully_on_timers(&mut self) {
+    /// Makes every evaluation recompute the whole profile and every next-change instant, as
+    /// for a new profile, instead of only what the events since the last evaluation and the
+    /// passing of time can have changed. Slower; the result is the same (a test compares the
+    /// two).
+    pub fn evaluate_fully(&mut self) {
         for st in &mut self.entities {
-            st.full_timer_evaluations = true;
+            st.full_evaluations = true;
         }
     }
 
@@ -625,6 +662,14 @@ impl StreamEngine {
                     .map(|s| s.len() * 8)
                     .sum::<usize>();
                 bytes += p.pending.len() * 64;
+                // The values of the last evaluation, kept for the next, and the instants.
+                let v = &p.values;
+                let cells = v.attributes.len()
+                    + v.aggregates.len()
+                    + v.features.len()
+                    + v.sequences.len()
+                    + v.segments.len();
+                bytes += cells * std::mem::size_of::<Value>() + p.horizons.len() * 8;
             }
         }
         (bytes, profiles)
@@ -802,6 +847,60 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
             }
         }
     }
+    let mut routes: Vec<Route> = (0..p.behaviors.len()).map(|_| Route::default()).collect();
+    for (i, (aid, _)) in aggregates.iter().enumerate() {
+        routes[p.aggregates[aid.index()].behavior.index()]
+            .aggregates
+            .push(i);
+    }
+    for (i, sid) in sequences.iter().enumerate() {
+        let seq = &p.sequences[sid.index()];
+        let steps = std::iter::once(&seq.first).chain(seq.then.iter().map(|x| &x.step));
+        for (k, step) in steps.enumerate() {
+            routes[step.behavior.index()].steps.push((i, k));
+        }
+    }
+    let mut reads = deps::Reads::new(p);
+    let watched_inputs = watched.iter().map(|w| reads.of(w.expr())).collect();
+    let aggregate_inputs = aggregates
+        .iter()
+        .map(|(a, _)| reads.of_value((3, a.0)))
+        .collect();
+    let sequence_inputs = sequences.iter().map(|q| reads.of_value((4, q.0))).collect();
+    let source_attribute_inputs = source_attributes
+        .iter()
+        .map(|a| reads.of_value((0, a.0)))
+        .collect();
+    let sequence_moves = sequences
+        .iter()
+        .map(|q| {
+            let seq = &p.sequences[q.index()];
+            seq.window_ms.is_some() || seq.then.iter().any(|x| x.negated)
+        })
+        .collect();
+    let values = p
+        .profile_order
+        .iter()
+        .filter_map(|pv| {
+            let tag = match *pv {
+                ProfileValue::Attribute(a)
+                    if p.attributes[a.index()].entity == id
+                        && matches!(p.attributes[a.index()].value, AttributeValue::Derived(_))
+                        && seen.contains(&(0, a.0)) =>
+                {
+                    (0, a.0)
+                }
+                ProfileValue::Feature(f)
+                    if p.features[f.index()].entity == id && seen.contains(&(1, f.0)) =>
+                {
+                    (1, f.0)
+                }
+                ProfileValue::Segment(s) if p.segments[s.index()].entity == id => (2, s.0),
+                _ => return None,
+            };
+            Some((*pv, reads.of_value(tag), moving.contains(&tag)))
+        })
+        .collect();
     let latest = source_attributes
         .iter()
         .map(|a: &ir::AttributeId| {
@@ -817,6 +916,7 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         bindings,
         aggregates,
         behaviors,
+        routes,
         sequences,
         source_attributes,
         segments,
@@ -827,6 +927,12 @@ fn plan_entity(p: &ir::Project, id: EntityId) -> EntityPlan {
         timed_values: seen.iter().copied().filter(|(k, _)| *k < 2).collect(),
         clock_values: clock_values(p, id, &seen),
         journeys_read_now,
+        watched_inputs,
+        aggregate_inputs,
+        sequence_inputs,
+        source_attribute_inputs,
+        sequence_moves,
+        values,
     }
 }
 
@@ -912,7 +1018,7 @@ impl EntityState {
             journey_timers: BTreeSet::new(),
             journey_timer_of: HashMap::new(),
             reentering: BTreeSet::new(),
-            full_timer_evaluations: false,
+            full_evaluations: false,
         }
     }
 
@@ -1106,6 +1212,8 @@ impl EntityState {
                 pending: Vec::new(),
                 values: ProfileValues::default(),
                 members: vec![false; self.plan.segments.len()],
+                horizons: Vec::new(),
+                touched: Inputs::ALL,
                 journeys: vec![None; self.plan.journeys.len()],
                 carried: vec![Vec::new(); self.plan.journeys.len()],
                 born: self.generation,
@@ -1130,13 +1238,11 @@ impl EntityState {
         clock: i64,
     ) {
         let scope = Scope::row(row, clock);
-        let behaviors = self
-            .plan
-            .behaviors
-            .get(&source)
-            .cloned()
-            .unwrap_or_default();
-        for b in behaviors {
+        let plan = &self.plan;
+        let profile = &mut self.profiles[slot];
+        profile.touched.add(Inputs::source(source));
+        let behaviors = plan.behaviors.get(&source).map_or(&[][..], Vec::as_slice);
+        for &b in behaviors {
             let beh = &p.behaviors[b.index()];
             if let Some(f) = &beh.filter {
                 if eval(f, &scope, re).truth() != Some(true) {
@@ -1147,9 +1253,9 @@ impl EntityState {
                 continue;
             };
             if t > clock {
-                self.profiles[slot].pending.push((t, b, row.clone()));
+                profile.pending.push((t, b, row.clone()));
             } else {
-                self.apply_event(slot, b, t, row, p, re, clock);
+                apply_event(plan, profile, b, t, row, p, re, clock);
             }
         }
         for (i, a) in self.plan.source_attributes.iter().enumerate() {
@@ -1176,59 +1282,6 @@ impl EntityState {
             let best = &mut self.profiles[slot].attributes[i];
             if best.as_ref().is_none_or(|b| wins(&candidate, b, *latest)) {
                 *best = Some(candidate);
-            }
-        }
-    }
-
-    /// One event of behavior `b` at `t`: into the aggregates and sequence steps reading it.
-    #[allow(clippy::too_many_arguments)]
-    fn apply_event(
-        &mut self,
-        slot: usize,
-        b: ir::BehaviorId,
-        t: i64,
-        row: &[Value],
-        p: &ir::Project,
-        re: &Regexes,
-        clock: i64,
-    ) {
-        let scope = Scope::row(row, clock);
-        let profile = &mut self.profiles[slot];
-        for (i, (aid, spec)) in self.plan.aggregates.iter().enumerate() {
-            let agg = &p.aggregates[aid.index()];
-            if agg.behavior != b {
-                continue;
-            }
-            // Outside the window at the clock, so outside it for every later as-of time.
-            if spec.window.is_some_and(|w| t <= clock - w) {
-                continue;
-            }
-            if let Some(f) = &agg.filter {
-                if eval(f, &scope, re).truth() != Some(true) {
-                    continue;
-                }
-            }
-            let v = agg
-                .value
-                .as_ref()
-                .map_or(Value::Int(1), |e| eval(e, &scope, re));
-            spec.add(&mut profile.aggregates[i], t, v);
-        }
-        for (i, sid) in self.plan.sequences.iter().enumerate() {
-            let seq = &p.sequences[sid.index()];
-            let steps = std::iter::once(&seq.first).chain(seq.then.iter().map(|x| &x.step));
-            for (k, step) in steps.enumerate() {
-                if step.behavior != b {
-                    continue;
-                }
-                if let Some(f) = &step.filter {
-                    if eval(f, &scope, re).truth() != Some(true) {
-                        continue;
-                    }
-                }
-                let times = &mut profile.sequences[i][k];
-                let at = times.partition_point(|x| *x <= t);
-                times.insert(at, t);
             }
         }
     }
@@ -1276,15 +1329,24 @@ impl EntityState {
         // event due, no event leaving a window, no sequence step times) changes only the
         // values that read now(): those are recomputed, the rest kept.
         let clock_only = by_time
-            && !self.full_timer_evaluations
+            && !self.full_evaluations
             && due.is_empty()
             && !self.dirty.contains(&slot)
             && self.only_the_clock_moves(slot, at);
         for (t, b, row) in due {
-            self.apply_event(slot, b, t, &row, p, re, at);
+            apply_event(&self.plan, &mut self.profiles[slot], b, t, &row, p, re, at);
         }
         let plan = &self.plan;
         let profile = &mut self.profiles[slot];
+        // What the events since the last evaluation changed: the rest of the values, and the
+        // next-change instants of the watched conditions not due yet, stand.
+        let touched = if self.full_evaluations {
+            Inputs::ALL
+        } else {
+            profile.touched
+        };
+        profile.touched = Inputs::NONE;
+        let complete = profile.values.segments.len() == p.segments.len();
         for ((_, spec), state) in plan.aggregates.iter().zip(profile.aggregates.iter_mut()) {
             spec.prune(state, at);
         }
@@ -1308,6 +1370,10 @@ impl EntityState {
                 profile_value(*pv, &mut v, at, p, re);
                 moved |= before != *v.get(*pv);
             }
+            v
+        } else if touched != Inputs::ALL && complete {
+            let mut v = std::mem::take(&mut profile.values);
+            update(plan, profile, &mut v, at, p, re, touched);
             v
         } else {
             compute(plan, profile, at, p, re, true)
@@ -1338,20 +1404,36 @@ impl EntityState {
             for (t, _, _) in &profile.pending {
                 consider(*t);
             }
-            if !plan.watched.is_empty() {
-                let leaves = horizon::Leaves {
-                    project: p,
-                    aggregates: &plan.aggregates,
-                    states: &profile.aggregates,
-                    sequences: &plan.sequences,
-                    lists: &profile.sequences,
-                };
-                let clock = horizon::Clock::new(v, at, re, leaves);
-                for w in &plan.watched {
-                    if let Some(t) = clock.next(w) {
-                        consider(t);
+            let keep = touched != Inputs::ALL && profile.horizons.len() == plan.watched.len();
+            if !keep {
+                profile.horizons.clear();
+                profile.horizons.resize(plan.watched.len(), NEVER);
+            }
+            let mut clock: Option<horizon::Clock<'_>> = None;
+            let watched = plan.watched.iter().zip(&plan.watched_inputs);
+            for ((w, inputs), h) in watched.zip(profile.horizons.iter_mut()) {
+                if keep && *h > at && !touched.meets(*inputs) {
+                    if *h != NEVER {
+                        consider(*h);
                     }
+                    continue;
                 }
+                let clock = clock.get_or_insert_with(|| {
+                    let leaves = horizon::Leaves {
+                        project: p,
+                        aggregates: &plan.aggregates,
+                        states: &profile.aggregates,
+                        sequences: &plan.sequences,
+                        lists: &profile.sequences,
+                    };
+                    horizon::Clock::new(std::mem::take(&mut v), at, re, leaves)
+                });
+                *h = clock.next(w).unwrap_or(NEVER);
+                if *h != NEVER {
+                    consider(*h);
+                }
+            }
+            if let Some(clock) = clock {
                 v = clock.into_values();
             }
         }
@@ -1466,6 +1548,8 @@ impl EntityState {
                 pending: Vec::new(),
                 values: ProfileValues::default(),
                 members: Vec::new(),
+                horizons: Vec::new(),
+                touched: Inputs::ALL,
                 journeys: Vec::new(),
                 carried: Vec::new(),
                 born: 0,
@@ -1521,6 +1605,7 @@ impl EntityState {
         if other.anchor < p.anchor {
             p.anchor = other.anchor;
         }
+        p.touched = Inputs::ALL;
         self.dirty.insert(keep);
         self.dirty.remove(&gone);
         if let Some(t) = self.timer_of.remove(&gone) {
@@ -1617,6 +1702,99 @@ fn compute(
         }
     }
     v
+}
+
+/// One event of behavior `b` at `t`: into the aggregates and sequence steps reading it.
+#[allow(clippy::too_many_arguments)]
+fn apply_event(
+    plan: &EntityPlan,
+    profile: &mut Profile,
+    b: ir::BehaviorId,
+    t: i64,
+    row: &[Value],
+    p: &ir::Project,
+    re: &Regexes,
+    clock: i64,
+) {
+    let scope = Scope::row(row, clock);
+    profile.touched.add(Inputs::behavior(b));
+    let Some(route) = plan.routes.get(b.index()) else {
+        return;
+    };
+    for &i in &route.aggregates {
+        let (aid, spec) = &plan.aggregates[i];
+        let agg = &p.aggregates[aid.index()];
+        // Outside the window at the clock, so outside it for every later as-of time.
+        if spec.window.is_some_and(|w| t <= clock - w) {
+            continue;
+        }
+        if let Some(f) = &agg.filter {
+            if eval(f, &scope, re).truth() != Some(true) {
+                continue;
+            }
+        }
+        let v = agg
+            .value
+            .as_ref()
+            .map_or(Value::Int(1), |e| eval(e, &scope, re));
+        spec.add(&mut profile.aggregates[i], t, v);
+    }
+    for &(i, k) in &route.steps {
+        let seq = &p.sequences[plan.sequences[i].index()];
+        let step = if k == 0 {
+            &seq.first
+        } else {
+            &seq.then[k - 1].step
+        };
+        if let Some(f) = &step.filter {
+            if eval(f, &scope, re).truth() != Some(true) {
+                continue;
+            }
+        }
+        let times = &mut profile.sequences[i][k];
+        let at = times.partition_point(|x| *x <= t);
+        times.insert(at, t);
+    }
+}
+
+/// Brings a profile's values, complete as of its last evaluation, to `at` after events that
+/// changed `touched`: recomputes what reads a touched input or moves with time, in evaluation
+/// order, and keeps the rest (what it reads is as it was).
+fn update(
+    plan: &EntityPlan,
+    profile: &Profile,
+    v: &mut ProfileValues,
+    at: i64,
+    p: &ir::Project,
+    re: &Regexes,
+    touched: Inputs,
+) {
+    let aggregates = plan.aggregates.iter().zip(&profile.aggregates);
+    let read = plan.timed_aggregates.iter().zip(&plan.aggregate_inputs);
+    for (((aid, spec), state), (timed, inputs)) in aggregates.zip(read) {
+        if *timed && (spec.window.is_some() || touched.meets(*inputs)) {
+            v.aggregates[aid.index()] = spec.value(state, at);
+        }
+    }
+    let sequences = plan.sequences.iter().zip(&profile.sequences);
+    let read = plan.timed_sequences.iter().zip(&plan.sequence_inputs);
+    for (((sid, lists), (timed, inputs)), moves) in sequences.zip(read).zip(&plan.sequence_moves) {
+        if *timed && (*moves || touched.meets(*inputs)) {
+            v.sequences[sid.index()] =
+                Value::Bool(sequence_holds(&p.sequences[sid.index()], lists, at));
+        }
+    }
+    let attributes = plan.source_attributes.iter().zip(&profile.attributes);
+    for ((aid, best), inputs) in attributes.zip(&plan.source_attribute_inputs) {
+        if touched.meets(*inputs) {
+            v.attributes[aid.index()] = best.as_ref().map_or(Value::Null, |(_, x)| x.clone());
+        }
+    }
+    for (pv, inputs, moves) in &plan.values {
+        if *moves || touched.meets(*inputs) {
+            profile_value(*pv, v, at, p, re);
+        }
+    }
 }
 
 /// Computes one derived attribute, feature or segment of `v` from the values before it.
