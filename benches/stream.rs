@@ -19,6 +19,10 @@ use cdp_runtime::batch::BatchEngine;
 use cdp_runtime::stream::feed::Feed;
 use cdp_runtime::stream::{Options, StreamEngine};
 
+// The allocator the `cdp` binary runs with, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const GOAL_EVENTS_PER_SECOND: f64 = 500_000.0;
 const HOUR: i64 = 3_600_000_000;
 
