@@ -220,9 +220,10 @@ struct Profile {
     values: ProfileValues,
     members: Vec<bool>,
     /// Per watched condition of the plan: the first instant after the last evaluation at which
-    /// time alone may change it ([`NEVER`]: never). The instants stay right while the state
-    /// stays as it was then (no event, no merge), so a timer works out again only the
-    /// conditions due by then. Empty: all are worked out at the next evaluation.
+    /// time alone may change it ([`NEVER`]: never). An instant stays right while nothing the
+    /// condition reads changes (no event of its inputs, no merge), so an evaluation works out
+    /// again only the conditions due by then or touched since. Empty: all are worked out at
+    /// the next evaluation.
     horizons: Vec<i64>,
     /// The inputs events changed since the last evaluation (everything for a new or merged
     /// profile).
