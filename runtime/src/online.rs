@@ -69,6 +69,9 @@ use crate::error::{Error, Result};
 use crate::program::{Dialect, Step};
 use crate::store::{Manifest, Storage, StoredTable};
 
+mod live;
+pub use live::{live_schema, LiveProfile, LiveUpdate, LIVE_RUN};
+
 /// Entries written to sled per atomic batch.
 const BATCH: usize = 10_000;
 /// The records' encoding; a store written in another is rebuilt by the next sync.
@@ -482,23 +485,28 @@ impl OnlineStore {
     }
 
     /// A profile by canonical id, following merges: an id merged into another profile finds
-    /// that profile.
+    /// that profile (through the profiles it was merged into in turn, as the stream records
+    /// merges one at a time).
     pub fn profile(&self, entity: &str, canonical_id: &str) -> Result<Option<Profile>> {
         if let Some(p) = self.stored(entity, canonical_id)? {
             return Ok(Some(p));
         }
-        let Some(into) = self
-            .merges
-            .get(key_of(&[entity, canonical_id]))
-            .map_err(self.err())?
-        else {
-            return Ok(None);
-        };
-        let into = String::from_utf8_lossy(&into).into_owned();
-        Ok(self.stored(entity, &into)?.map(|mut p| {
-            p.merged_from = Some(canonical_id.to_string());
-            p
-        }))
+        let mut at = canonical_id.to_string();
+        for _ in 0..MAX_HOPS {
+            let Some(into) = self
+                .merges
+                .get(key_of(&[entity, &at]))
+                .map_err(self.err())?
+            else {
+                return Ok(None);
+            };
+            at = String::from_utf8_lossy(&into).into_owned();
+            if let Some(mut p) = self.stored(entity, &at)? {
+                p.merged_from = Some(canonical_id.to_string());
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
     }
 
     /// The stored record of a profile, as bytes: what a server sends on.
@@ -928,7 +936,7 @@ impl OnlineStore {
         for entry in self.schemas.scan_prefix(key_of(&[entity, ""])) {
             let (k, _) = entry.map_err(self.err())?;
             let r = String::from_utf8_lossy(&k[entity.len() + 1..]).into_owned();
-            if r != run.run && Some(&r) != current.as_ref() {
+            if r != run.run && Some(&r) != current.as_ref() && r != LIVE_RUN {
                 batch.remove(k.to_vec())?;
             }
         }

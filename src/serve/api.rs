@@ -680,7 +680,12 @@ async fn transitions(
 async fn live_status(State(app): State<Shared>) -> ApiResult {
     let status = tokio::task::spawn_blocking(move || {
         app.catch_up_live()?;
-        Ok::<_, String>(app.live_status())
+        let mut status = app.live_status();
+        if let Some(status) = status.as_mut() {
+            // The batch run the online store holds under the live records.
+            status["online_store_run"] = json!(app.online().and_then(|o| o.run().ok().flatten()));
+        }
+        Ok::<_, String>(status)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

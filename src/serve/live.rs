@@ -19,9 +19,12 @@ use std::time::Instant;
 use cdp_compiler::config::ProjectConfig;
 use cdp_compiler::ir;
 use cdp_runtime::eventlog::EventLog;
+use cdp_runtime::online::{live_schema, Cell, LiveProfile, LiveUpdate, OnlineStore, Position};
 use cdp_runtime::stream::checkpoint::{self, Header};
 use cdp_runtime::stream::journey::{Happened, Status};
-use cdp_runtime::stream::{feed::Feed, JourneyEvent, Options, StreamEngine, Transition};
+use cdp_runtime::stream::{
+    feed::Feed, JourneyEvent, Options, StreamEngine, Transition, Unpublished,
+};
 use cdp_runtime::transitions::{self, What};
 use cdp_runtime::webhook::Delivery;
 use serde_json::{json, Value};
@@ -38,6 +41,10 @@ pub struct Live {
     file_rows: u64,
     file_rejects: u64,
     checkpoints: Checkpoints,
+    /// Per entity: the profiles (and merges) a failed [`Live::publish`] did not write.
+    unwritten: HashMap<usize, Unpublished>,
+    /// Profile records written to the online store since the start.
+    published: u64,
 }
 
 /// A checkpoint to write: where, its header and the state's bytes.
@@ -124,13 +131,15 @@ impl Live {
                 file_rows: header.counter("file_rows"),
                 file_rejects: header.counter("file_rejects"),
                 checkpoints,
+                unwritten: HashMap::new(),
+                published: 0,
             });
         }
         let mut engine = StreamEngine::new(project, options);
         let (file_rows, file_rejects) = Feed::backfill(&mut engine, root, &config.sources)?;
         engine.take_transitions();
         engine.take_journey_events();
-        Ok(Live {
+        let mut live = Live {
             engine,
             feed,
             offset: 0,
@@ -139,6 +148,131 @@ impl Live {
             file_rows,
             file_rejects,
             checkpoints,
+            unwritten: HashMap::new(),
+            published: 0,
+        };
+        // What the source files hold is the batch runs' part: only what the log's events
+        // (and the time they move) change goes to the online store.
+        live.forget_unpublished();
+        Ok(live)
+    }
+
+    /// Writes the profiles the log's events changed since the last call (their values,
+    /// memberships, journey places or identifiers, by an event or by the time events moved)
+    /// to the online store, with their values as of the clock, and records the profiles merged
+    /// away. Returns how many profiles it wrote. The records replace those of the batch run
+    /// the store holds, until a sync writes the next run's.
+    pub fn publish(&mut self, online: &OnlineStore) -> Result<usize, String> {
+        let mut written = 0;
+        for e in 0..self.engine.project().entities.len() {
+            let entity = ir::EntityId(e as u32);
+            let (mut ids, mut merged) = self.engine.take_unpublished(entity);
+            if let Some((more_ids, more_merged)) = self.unwritten.remove(&e) {
+                ids.extend(more_ids);
+                ids.sort_unstable();
+                ids.dedup();
+                merged.splice(0..0, more_merged);
+            }
+            if ids.is_empty() && merged.is_empty() {
+                continue;
+            }
+            let update = LiveUpdate {
+                profiles: ids
+                    .iter()
+                    .filter_map(|id| self.live_profile(entity, id))
+                    .collect(),
+                merged: merged
+                    .iter()
+                    .map(|(gone, into)| (gone.to_string(), into.to_string()))
+                    .collect(),
+            };
+            let p = self.engine.project();
+            let name = &p.entities[e].meta.name;
+            if let Err(error) =
+                online.put_live(name, &live_schema(p, entity), self.engine.clock(), &update)
+            {
+                // Written at the next call, with the values of then.
+                self.unwritten.insert(e, (ids, merged));
+                return Err(format!(
+                    "writing live profiles to the online store: {error}"
+                ));
+            }
+            written += update.profiles.len();
+        }
+        self.published += written as u64;
+        Ok(written)
+    }
+
+    fn forget_unpublished(&mut self) {
+        for e in 0..self.engine.project().entities.len() {
+            self.engine.take_unpublished(ir::EntityId(e as u32));
+        }
+    }
+
+    /// A profile as the online store holds it, with its values as of the clock.
+    fn live_profile(&self, entity: ir::EntityId, id: &str) -> Option<LiveProfile> {
+        let p = self.engine.project();
+        let (canonical, values) = self.engine.lookup(entity, "canonical_id", id)?;
+        let e = &p.entities[entity.index()];
+        // Strongest key first, then by value, as a sync orders them.
+        let mut keys: Vec<(u64, String, String)> = self
+            .engine
+            .identifiers_of(entity, id)
+            .into_iter()
+            .map(|(key, value, _)| {
+                let priority = e
+                    .keys
+                    .iter()
+                    .find(|k| k.name == key)
+                    .map_or(u64::MAX, |k| k.priority);
+                (priority, key, value)
+            })
+            .collect();
+        keys.sort();
+        let mut cells: Vec<Cell> = p
+            .attributes
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.entity == entity)
+            .map(|(i, _)| values.attributes[i].to_cell())
+            .collect();
+        cells.extend(
+            p.features
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.entity == entity)
+                .map(|(i, _)| values.features[i].to_cell()),
+        );
+        let segments = p
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.entity == entity && values.segments[*i].truth() == Some(true))
+            .map(|(_, s)| s.meta.name.clone())
+            .collect();
+        let time = |t: i64| match Cell::Time(t).into_json() {
+            Value::String(s) => Some(s),
+            _ => None,
+        };
+        let journeys = self
+            .engine
+            .journeys_of(entity, id)
+            .into_iter()
+            .map(|(j, state)| Position {
+                journey: p.journeys[j.index()].meta.name.clone(),
+                node: i64::from(state.node),
+                status: Some(state.status.as_str().to_string()),
+                since: time(state.node_since),
+                entered_at: time(state.entered_at),
+                finished_at: state.finished_at.and_then(time),
+            })
+            .collect();
+        Some(LiveProfile {
+            canonical_id: canonical.to_string(),
+            keys: keys.into_iter().map(|(_, k, v)| (k, v)).collect(),
+            values: cells,
+            segments,
+            journeys,
         })
     }
 
@@ -197,6 +331,9 @@ impl Live {
         self.apply(old)?;
         self.engine.take_transitions();
         self.engine.take_journey_events();
+        // Their records were written (and flushed) by the earlier engine, or a sync has
+        // replaced them with a batch run's since, which then stands.
+        self.forget_unpublished();
         self.apply(new)?;
         let taken = self.engine.take_transitions();
         let steps = self.engine.take_journey_events();
@@ -387,6 +524,7 @@ impl Live {
             "clock_micros": self.engine.clock(),
             "watermark_micros": self.engine.watermark(),
             "log_offset": self.offset,
+            "online_store_profiles_written": self.published,
             "checkpoint": {
                 "restored_from_offset": self.checkpoints.restored_from,
                 "not_used": self.checkpoints.not_used,

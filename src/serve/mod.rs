@@ -203,8 +203,19 @@ impl App {
             .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
             .unwrap_or(0);
         let (end, transitions) = engine.catch_up(self.ingest.log(), logged_to)?;
+        // The online store gets the changed profiles at once, durably before the offset below
+        // moves past their events (a restarted engine does not write them again). A failure
+        // to write them is reported after the transitions are logged (it does not hold them
+        // up); they are written at the next call.
+        let published = match self.online() {
+            Some(online) => engine.publish(&online).and_then(|n| match n {
+                0 => Ok(()),
+                _ => online.flush().map_err(|e| e.to_string()),
+            }),
+            None => Ok(()),
+        };
         if transitions.is_empty() && end <= logged_to {
-            return Ok(0);
+            return published.map(|()| 0);
         }
         self.transitions.append(&transitions)?;
         // Webhooks of segment entries are queued (durably) before the offset moves on: a crash
@@ -219,6 +230,7 @@ impl App {
             .insert(LOGGED, &end.to_be_bytes())
             .map_err(|e| e.to_string())?;
         self.stream_db.flush().map_err(|e| e.to_string())?;
+        published?;
         Ok(transitions.len())
     }
 
@@ -242,6 +254,11 @@ impl App {
             return Ok(None);
         };
         let (path, header, state) = due?;
+        // The live records of the events the checkpoint holds are durable before it is: a
+        // restart from it does not apply those events again, so does not write them again.
+        if let Some(online) = self.online() {
+            online.flush().map_err(|e| e.to_string())?;
+        }
         let bytes = cdp_runtime::stream::checkpoint::write(&path, &header, &state)?;
         let millis = started.elapsed().as_millis();
         if let Ok(mut guard) = self.live.lock() {

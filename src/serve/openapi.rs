@@ -118,7 +118,7 @@ pub fn document() -> Value {
                 }))
             }},
             "/profiles/{entity}/{key}/{value}": {"get": {
-                "summary": "A profile by any identity key: keys, attribute and feature values, segments, journey positions",
+                "summary": "A profile by any identity key: keys, attribute and feature values, segments, journey positions. `run` names the batch run the values are from, or is `live` when the streaming operators wrote them as events arrived (`as_of` is then the stream's clock)",
                 "parameters": profile_params(),
                 "responses": errors(json!({"200": ok("The profile", json!({"type": "object"}))}))
             }},
@@ -136,7 +136,7 @@ pub fn document() -> Value {
                 "responses": errors(json!({"200": ok("Transitions", json!({"type": "object", "properties": {"transitions": {"type": "array", "items": {"type": "object"}}}})), "400": error_response("A malformed query")}))
             }},
             "/live": {"get": {
-                "summary": "What the streaming operators have seen: events, rows, late rows kept aside, profiles, state bytes, clock and watermark",
+                "summary": "What the streaming operators have seen: events, rows, late rows kept aside, profiles, state bytes, clock and watermark; profile records written to the online store and the batch run it holds under them",
                 "responses": errors(json!({"200": ok("Counts", json!({"type": "object"})), "503": error_response("The project does not load, or the operators could not start (stream_unavailable: the reason; tried again after 10 s)")}))
             }},
             "/live/{entity}/{key}/{value}": {"get": {

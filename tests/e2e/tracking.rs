@@ -955,3 +955,164 @@ fn live_values_count_every_acknowledged_event_once_across_kills_and_checkpoints(
         "no profile reached high_value: {status}"
     );
 }
+
+/// Polls `GET path` (as `key`) until `done` holds of the 200 answer; fails after 60 s.
+fn poll(server: &Server, key: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = server.get(path, key);
+        if status == 200 && done(&body) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{path}: still {status} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A profile value of the profile API's answer, as a number (decimals come as text).
+fn number(profile: &Value, name: &str) -> f64 {
+    let v = &profile["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {profile}"))["value"];
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("{name} = {v}"))
+}
+
+#[test]
+fn the_online_store_takes_the_streams_values_as_events_arrive() {
+    let (_tmp, dir, key) = project();
+    let d = dir.to_str().unwrap();
+    let admin = add_key(&dir, "ops", "admin");
+    let run = cdp(&["run", d]);
+    assert!(run.status.success(), "{}", text(&run));
+    let server = Server::start(&dir);
+    let profile = |id: &str| format!("/api/v1/profiles/customer/customer_id/{id}");
+    // Before any event: the batch run's records (as of 2024-12-01).
+    let batch = poll(&server, &admin, &profile("C0001"), |_| true);
+    assert_ne!(batch["run"], "live", "{batch}");
+    assert_eq!(number(&batch, "lifetime_value"), 2134.19);
+    let (_, c0002) = server.get(&profile("C0002"), &admin);
+    let c0002_id = c0002["canonical_id"].as_str().unwrap().to_string();
+    let (_, live_before) = live(&server, &admin, "C0001");
+    let live_ltv = |p: &Value| p["features"]["lifetime_value"].as_f64().unwrap();
+
+    let order = |id: &str, user: &str, email: Option<&str>, total: f64| {
+        let mut o = json!({"userId": user, "event": "Order Completed", "messageId": id,
+            "timestamp": "2025-02-01T10:00:00Z",
+            "properties": {"order_id": id, "total": total, "status": "completed"}});
+        if let Some(email) = email {
+            o["context"] = json!({"traits": {"email": email}});
+        }
+        o
+    };
+    for body in [
+        order("o-live-1", "C0001", None, 100.0),
+        // A new customer id with C0002's email: the stream merges the two profiles.
+        order("o-live-2", "C9999", Some("oskar.wolf@web.de"), 600.0),
+    ] {
+        let (status, answer) = server.send(
+            "POST",
+            "/v1/track",
+            &basic(&key),
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    // The profile API serves the stream's record, with every event counted, as the live
+    // endpoint computes it.
+    let after = poll(&server, &admin, &profile("C0001"), |p| p["run"] == "live");
+    let (_, live_after) = live(&server, &admin, "C0001");
+    assert!((live_ltv(&live_after) - live_ltv(&live_before) - 100.0).abs() < 1e-6);
+    assert!(
+        (number(&after, "lifetime_value") - live_ltv(&live_after)).abs() < 1e-6,
+        "{after} vs {live_after}"
+    );
+    assert!(
+        after["as_of"]
+            .as_str()
+            .unwrap()
+            .starts_with("2025-02-01 10:00"),
+        "as of the stream's clock: {after}"
+    );
+    let merged = poll(&server, &admin, &profile("C9999"), |p| p["run"] == "live");
+    let (_, live_merged) = live(&server, &admin, "C9999");
+    assert_eq!(merged["canonical_id"], live_merged["canonical_id"]);
+    assert!((number(&merged, "lifetime_value") - live_ltv(&live_merged)).abs() < 1e-6);
+    let mut segments = merged["segments"].as_array().unwrap().clone();
+    let mut live_segments = live_merged["segments"].as_array().unwrap().clone();
+    segments.sort_by_key(|s| s.to_string());
+    live_segments.sort_by_key(|s| s.to_string());
+    assert_eq!(segments, live_segments);
+    assert!(segments.contains(&json!("high_value")), "{merged}");
+    let keys: Vec<&Value> = merged["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["value"])
+        .collect();
+    assert!(
+        keys.contains(&&json!("C9999")) && keys.contains(&&json!("C0002")),
+        "{merged}"
+    );
+    // C0002's key and its batch id both find the merged profile.
+    let (_, by_key) = server.get(&profile("C0002"), &admin);
+    assert_eq!(by_key["canonical_id"], merged["canonical_id"], "{by_key}");
+    let (status, by_old_id) = server.get(
+        &format!("/api/v1/profiles/customer/canonical_id/{c0002_id}"),
+        &admin,
+    );
+    assert_eq!(status, 200, "{by_old_id}");
+    assert_eq!(by_old_id["canonical_id"], merged["canonical_id"]);
+    // The feature API (not asked for live values) reads the same record.
+    let (status, served) = server.post(
+        "/api/v1/features",
+        &admin,
+        &json!({"features": ["lifetime_value"], "entities": {"customer_id": ["C9999"]}}),
+    );
+    assert_eq!(status, 200, "{served}");
+    let served_ltv = &served["results"][1]["values"][0];
+    let served_ltv = served_ltv
+        .as_f64()
+        .or_else(|| served_ltv.as_str().and_then(|s| s.parse().ok()))
+        .unwrap();
+    assert!(
+        (served_ltv - live_ltv(&live_merged)).abs() < 1e-6,
+        "{served}"
+    );
+    // A profile no event reached keeps the batch run's record.
+    let (_, untouched) = server.get(&profile("C0003"), &admin);
+    assert_ne!(untouched["run"], "live", "{untouched}");
+    let (_, status) = server.get("/api/v1/live", &admin);
+    assert!(
+        status["online_store_profiles_written"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    let first_run = status["online_store_run"].clone();
+
+    // A new batch run (it reads the tracked events too) replaces the records with its own,
+    // as of its own time; the next event writes the stream's record again.
+    let run = cdp(&["run", d]);
+    assert!(run.status.success(), "{}", text(&run));
+    poll(&server, &admin, "/api/v1/live", |s| {
+        s["online_store_run"] != first_run
+    });
+    let (_, rerun) = server.get(&profile("C0001"), &admin);
+    assert_ne!(rerun["run"], "live", "{rerun}");
+    assert_eq!(number(&rerun, "lifetime_value"), 2134.19, "{rerun}");
+    let (status, _) = server.send(
+        "POST",
+        "/v1/track",
+        &basic(&key),
+        order("o-live-3", "C0001", None, 1.0).to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let again = poll(&server, &admin, &profile("C0001"), |p| p["run"] == "live");
+    assert!((number(&again, "lifetime_value") - live_ltv(&live_after) - 1.0).abs() < 1e-6);
+}

@@ -119,6 +119,10 @@ pub struct Counts {
     pub timer_evaluations: u64,
 }
 
+/// Canonical ids of profiles to write to the online store, and ids merged away with the id
+/// of the profile they were merged into ([`StreamEngine::take_unpublished`]).
+pub type Unpublished = (Vec<Arc<str>>, Vec<(Arc<str>, Arc<str>)>);
+
 /// The streaming runtime for one project.
 pub struct StreamEngine {
     project: Arc<ir::Project>,
@@ -284,6 +288,14 @@ struct EntityState {
     /// paths).
     #[serde(skip)]
     full_evaluations: bool,
+    /// Profiles whose values, memberships, journey places or identifiers may have changed
+    /// since [`StreamEngine::take_unpublished`] last took them, and the ids merged away since,
+    /// with the id of their survivor (for the online store). Not checkpointed: a restarted
+    /// engine publishes every profile again.
+    #[serde(skip)]
+    unpublished: BTreeSet<usize>,
+    #[serde(skip)]
+    merged_away: Vec<(Arc<str>, Arc<str>)>,
 }
 
 impl StreamEngine {
@@ -467,6 +479,34 @@ impl StreamEngine {
                 .collect();
             st.dirty.extend(alive);
         }
+    }
+
+    /// The canonical ids of an entity's profiles that may have changed (values, memberships,
+    /// journey places, identifiers) since the last call, and the ids merged away since, each
+    /// with the id it was merged into (which may itself be merged away later).
+    pub fn take_unpublished(&mut self, entity: EntityId) -> Unpublished {
+        let st = &mut self.entities[entity.index()];
+        let ids = std::mem::take(&mut st.unpublished)
+            .into_iter()
+            .map(|slot| &st.profiles[slot])
+            .filter(|p| p.alive)
+            .map(|p| p.id.clone())
+            .collect();
+        (ids, std::mem::take(&mut st.merged_away))
+    }
+
+    /// Where a profile stands in each journey of its entity that it has entered.
+    pub fn journeys_of(&self, entity: EntityId, id: &str) -> Vec<(ir::JourneyId, &JourneyState)> {
+        let st = &self.entities[entity.index()];
+        let Some(p) = st.slot_of_id.get(id).map(|&s| &st.profiles[s]) else {
+            return Vec::new();
+        };
+        st.plan
+            .journeys
+            .iter()
+            .zip(&p.journeys)
+            .filter_map(|(j, s)| Some((*j, s.as_ref()?)))
+            .collect()
     }
 
     /// Moves the clock to `t` (if later), fires the timers due by then and evaluates every
@@ -1020,6 +1060,8 @@ impl EntityState {
             journey_timer_of: HashMap::new(),
             reentering: BTreeSet::new(),
             full_evaluations: false,
+            unpublished: BTreeSet::new(),
+            merged_away: Vec::new(),
         }
     }
 
@@ -1441,6 +1483,7 @@ impl EntityState {
         profile.values = v;
         if moved {
             self.changed.insert(slot);
+            self.unpublished.insert(slot);
         }
         if let Some(old) = self.timer_of.remove(&slot) {
             self.timers.remove(&(old, slot));
@@ -1505,6 +1548,9 @@ impl EntityState {
                     &mut holds,
                     at,
                 );
+                if !happened.is_empty() {
+                    self.unpublished.insert(slot);
+                }
                 events.extend(happened.into_iter().map(|h| JourneyEvent {
                     entity: self.plan.id,
                     canonical_id: profile.id.clone(),
@@ -1560,6 +1606,8 @@ impl EntityState {
         let gone_members = other.members.clone();
         let gone_id = other.id.clone();
         self.slot_of_id.remove(&gone_id);
+        self.merged_away
+            .push((gone_id.clone(), self.profiles[keep].id.clone()));
         let p = &mut self.profiles[keep];
         for (((_, spec), mine), theirs) in self
             .plan
@@ -1603,6 +1651,9 @@ impl EntityState {
         self.reentering.remove(&gone);
         self.changed.remove(&gone);
         self.changed.insert(keep);
+        self.unpublished.remove(&gone);
+        self.unpublished.insert(keep);
+
         if other.anchor < p.anchor {
             p.anchor = other.anchor;
         }

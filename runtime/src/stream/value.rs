@@ -228,6 +228,23 @@ impl Value {
         }
     }
 
+    /// As the online store holds the batch profile column of the value's type: decimals as
+    /// their exact text, durations as milliseconds.
+    pub fn to_cell(&self) -> crate::online::Cell {
+        use crate::online::Cell;
+        match self {
+            Value::Null => Cell::Null,
+            Value::Bool(b) => Cell::Bool(*b),
+            Value::Int(i) | Value::Duration(i) => Cell::Int(*i),
+            Value::Float(f) => Cell::Float(*f),
+            Value::Decimal(m, s) => Cell::Text(decimal_string(*m, *s)),
+            Value::Str(s) => Cell::Text(s.to_string()),
+            Value::Date(d) => Cell::Date(*d),
+            Value::Timestamp(t) => Cell::Time(*t),
+            Value::List(items) => Cell::List(items.iter().map(Value::to_cell).collect()),
+        }
+    }
+
     /// `CAST(v AS VARCHAR)` as the embedded engine prints it.
     pub fn cast_text(&self) -> Option<String> {
         Some(match self {
