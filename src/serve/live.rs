@@ -45,6 +45,9 @@ pub struct Live {
     unwritten: HashMap<usize, Unpublished>,
     /// Profile records written to the online store since the start.
     published: u64,
+    /// Time spent applying events, and writing profiles to the online store, since the start.
+    apply_time: std::time::Duration,
+    publish_time: std::time::Duration,
 }
 
 /// A checkpoint to write: where, its header and the state's bytes.
@@ -133,6 +136,8 @@ impl Live {
                 checkpoints,
                 unwritten: HashMap::new(),
                 published: 0,
+                apply_time: Default::default(),
+                publish_time: Default::default(),
             });
         }
         let mut engine = StreamEngine::new(project, options);
@@ -150,6 +155,8 @@ impl Live {
             checkpoints,
             unwritten: HashMap::new(),
             published: 0,
+            apply_time: Default::default(),
+            publish_time: Default::default(),
         };
         // What the source files hold is the batch runs' part: only what the log's events
         // (and the time they move) change goes to the online store.
@@ -163,6 +170,13 @@ impl Live {
     /// away. Returns how many profiles it wrote. The records replace those of the batch run
     /// the store holds, until a sync writes the next run's.
     pub fn publish(&mut self, online: &OnlineStore) -> Result<usize, String> {
+        let started = Instant::now();
+        let written = self.publish_changes(online);
+        self.publish_time += started.elapsed();
+        written
+    }
+
+    fn publish_changes(&mut self, online: &OnlineStore) -> Result<usize, String> {
         let mut written = 0;
         for e in 0..self.engine.project().entities.len() {
             let entity = ir::EntityId(e as u32);
@@ -350,6 +364,7 @@ impl Live {
         let Some(&(end, _)) = records.last() else {
             return Ok(());
         };
+        let started = Instant::now();
         let events: Vec<Value> = records
             .iter()
             .map(|(_, bytes)| serde_json::from_slice(bytes))
@@ -360,6 +375,7 @@ impl Live {
         self.events += done.events;
         self.checkpoints.replayed += done.events;
         self.refused += done.refused.len() as u64;
+        self.apply_time += started.elapsed();
         Ok(())
     }
 
@@ -525,6 +541,8 @@ impl Live {
             "watermark_micros": self.engine.watermark(),
             "log_offset": self.offset,
             "online_store_profiles_written": self.published,
+            "seconds_applying_events": self.apply_time.as_secs_f64(),
+            "seconds_writing_online_store": self.publish_time.as_secs_f64(),
             "checkpoint": {
                 "restored_from_offset": self.checkpoints.restored_from,
                 "not_used": self.checkpoints.not_used,
