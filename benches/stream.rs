@@ -27,6 +27,7 @@ const GOAL_EVENTS_PER_SECOND: f64 = 500_000.0;
 const HOUR: i64 = 3_600_000_000;
 
 fn main() {
+    cdp::allocator::tune();
     let mut options = DemoOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {

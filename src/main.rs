@@ -12,6 +12,7 @@ use cdp::cli::{self, EXIT_INTERNAL};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    cdp::allocator::tune();
     panic::set_hook(Box::new(report_internal_error));
     let code = panic::catch_unwind(|| {
         // stderr stays unlocked: the panic hook writes to it, possibly from another thread.
