@@ -94,6 +94,24 @@ fn object_field(m: &Map<String, Value>, name: &str) -> Result<Value, String> {
 
 /// Checks one message and returns it normalized. `kind`: the endpoint's type, or `None` in a
 /// batch (then the message's `type` says it).
+/// The length of `value` as compact JSON, counted without building the text.
+fn encoded_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, nor can serializing a JSON value.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 pub fn normalize(
     kind: Option<&str>,
     message: &Value,
@@ -265,7 +283,7 @@ impl Ingest {
                 None => format!("batch[{i}]: {e}"),
                 Some(_) => e,
             };
-            let size = serde_json::to_vec(m).map(|b| b.len()).unwrap_or(0);
+            let size = encoded_len(m);
             if size > MAX_EVENT_BYTES {
                 return Err(Refused::TooLarge(at(format!(
                     "an event of {size} bytes is over the limit of {MAX_EVENT_BYTES} (32 KB)"
@@ -347,6 +365,21 @@ mod tests {
         normalize(kind, &m, at("2024-06-01T12:00:10Z"), &mut || {
             "generated".into()
         })
+    }
+
+    #[test]
+    fn an_events_size_is_its_compact_json_length() {
+        for v in [
+            json!({"userId": "Ä", "properties": {"x": [1, 2.5, null, "q\"uote"]}}),
+            json!({}),
+            json!({"a": "\u{1F600}\n"}),
+        ] {
+            assert_eq!(
+                encoded_len(&v),
+                serde_json::to_vec(&v).unwrap().len(),
+                "{v}"
+            );
+        }
     }
 
     #[test]
