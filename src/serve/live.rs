@@ -264,10 +264,8 @@ impl Live {
             .filter(|(i, s)| s.entity == entity && values.segments[*i].truth() == Some(true))
             .map(|(_, s)| s.meta.name.clone())
             .collect();
-        let time = |t: i64| match Cell::Time(t).into_json() {
-            Value::String(s) => Some(s),
-            _ => None,
-        };
+        // As a sync writes a journey state's times: the text of a timestamp cell.
+        let time = |t: i64| Some(cdp_compiler::sql::dialect::format_micros(t));
         let journeys = self
             .engine
             .journeys_of(entity, id)

@@ -121,10 +121,7 @@ impl OnlineStore {
                 cache.remove(&(entity.to_string(), LIVE_RUN.to_string()));
             }
         }
-        let as_of = match Cell::Time(as_of).into_json() {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        };
+        let as_of = cdp_compiler::sql::dialect::format_micros(as_of);
         let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         let mut keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for p in &update.profiles {
