@@ -6,8 +6,8 @@
 //! run's peak includes the records it reads but not the previous run's garbage).
 //!
 //! ```sh
-//! cargo bench -p cdp-runtime --bench identity                   # 5M customers
-//! cargo bench -p cdp-runtime --bench identity -- --customers 500000
+//! cargo bench --workspace --bench identity                   # 5M customers
+//! cargo bench --workspace --bench identity -- --customers 500000
 //! ```
 
 use std::sync::Arc;

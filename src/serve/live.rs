@@ -223,26 +223,34 @@ impl Live {
         }
     }
 
-    /// A profile as the online store holds it, with its values as of the clock.
-    fn live_profile(&self, entity: ir::EntityId, id: &str) -> Option<LiveProfile> {
-        let p = self.engine.project();
-        let (canonical, values) = self.engine.lookup(entity, "canonical_id", id)?;
-        let e = &p.entities[entity.index()];
-        // Strongest key first, then by value, as a sync orders them.
-        let mut keys: Vec<(u64, String, String)> = self
-            .engine
+    /// The identifiers of a live profile: (its key's priority, first seen, key, value).
+    fn ranked_identifiers(
+        &self,
+        entity: ir::EntityId,
+        id: &str,
+    ) -> Vec<(u64, i64, String, String)> {
+        let e = &self.engine.project().entities[entity.index()];
+        self.engine
             .identifiers_of(entity, id)
             .into_iter()
-            .map(|(key, value, _)| {
+            .map(|(key, value, seen)| {
                 let priority = e
                     .keys
                     .iter()
                     .find(|k| k.name == key)
                     .map_or(u64::MAX, |k| k.priority);
-                (priority, key, value)
+                (priority, seen, key, value)
             })
-            .collect();
-        keys.sort();
+            .collect()
+    }
+
+    /// A profile as the online store holds it, with its values as of the clock.
+    fn live_profile(&self, entity: ir::EntityId, id: &str) -> Option<LiveProfile> {
+        let p = self.engine.project();
+        let (canonical, values) = self.engine.lookup(entity, "canonical_id", id)?;
+        // Strongest key first, then by value, as a sync orders them.
+        let mut keys = self.ranked_identifiers(entity, id);
+        keys.sort_by(|a, b| (a.0, &a.2, &a.3).cmp(&(b.0, &b.2, &b.3)));
         let mut cells: Vec<Cell> = p
             .attributes
             .iter()
@@ -281,7 +289,7 @@ impl Live {
             .collect();
         Some(LiveProfile {
             canonical_id: canonical.to_string(),
-            keys: keys.into_iter().map(|(_, k, v)| (k, v)).collect(),
+            keys: keys.into_iter().map(|(_, _, k, v)| (k, v)).collect(),
             values: cells,
             segments,
             journeys,
@@ -447,21 +455,10 @@ impl Live {
             if keys.contains_key(t.profile.as_str()) {
                 continue;
             }
-            let entity = &p.entities[a.entity.index()];
-            let list = self
-                .engine
-                .identifiers_of(a.entity, &t.profile)
-                .into_iter()
-                .map(|(key, value, seen)| {
-                    let priority = entity
-                        .keys
-                        .iter()
-                        .find(|k| k.name == key)
-                        .map_or(u64::MAX, |k| k.priority);
-                    (priority, seen, key, value)
-                })
-                .collect();
-            keys.insert(t.profile.as_str(), list);
+            keys.insert(
+                t.profile.as_str(),
+                self.ranked_identifiers(a.entity, &t.profile),
+            );
         }
         for list in keys.values_mut() {
             list.sort();
