@@ -12,8 +12,8 @@
 //! that holds its key (the greatest block key at or before it), the block is rewritten with
 //! the change merged in and cut again where its entries say ([`super::ends_block`]), so that a
 //! block grown past its size splits and one emptied disappears. A sync later makes the entity
-//! equal to its run again (it rewrites what differs, live records included); the stream then
-//! writes its profiles anew ([`OnlineStore::put_live`] after a sync).
+//! equal to its run again (it rewrites what differs, live records included); a profile gets a
+//! live record again at its next event.
 
 use std::ops::Bound;
 

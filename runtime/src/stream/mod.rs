@@ -290,8 +290,9 @@ struct EntityState {
     full_evaluations: bool,
     /// Profiles whose values, memberships, journey places or identifiers may have changed
     /// since [`StreamEngine::take_unpublished`] last took them, and the ids merged away since,
-    /// with the id of their survivor (for the online store). Not checkpointed: a restarted
-    /// engine publishes every profile again.
+    /// with the id of their survivor (for the online store). Not checkpointed: what a
+    /// restarted engine applies again marks its profiles again, and the server writes those
+    /// of events it had not written before (`Live::catch_up`).
     #[serde(skip)]
     unpublished: BTreeSet<usize>,
     #[serde(skip)]
@@ -1653,7 +1654,6 @@ impl EntityState {
         self.changed.insert(keep);
         self.unpublished.remove(&gone);
         self.unpublished.insert(keep);
-
         if other.anchor < p.anchor {
             p.anchor = other.anchor;
         }
