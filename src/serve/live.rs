@@ -23,7 +23,7 @@ use cdp_runtime::online::{live_schema, Cell, LiveProfile, LiveUpdate, OnlineStor
 use cdp_runtime::stream::checkpoint::{self, Header};
 use cdp_runtime::stream::journey::{Happened, Status};
 use cdp_runtime::stream::{
-    feed::Feed, JourneyEvent, Options, StreamEngine, Transition, Unpublished,
+    eval::ProfileValues, feed::Feed, JourneyEvent, Options, StreamEngine, Transition, Unpublished,
 };
 use cdp_runtime::transitions::{self, What};
 use cdp_runtime::webhook::Delivery;
@@ -265,12 +265,8 @@ impl Live {
                 .filter(|(_, f)| f.entity == entity)
                 .map(|(i, _)| values.features[i].to_cell()),
         );
-        let segments = p
-            .segments
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.entity == entity && values.segments[*i].truth() == Some(true))
-            .map(|(_, s)| s.meta.name.clone())
+        let segments = member_segments(p, entity, &values)
+            .map(str::to_string)
             .collect();
         // As a sync writes a journey state's times: the text of a timestamp cell.
         let time = |t: i64| Some(cdp_compiler::sql::dialect::format_micros(t));
@@ -408,13 +404,7 @@ impl Live {
             .filter(|(_, f)| f.entity == id)
             .map(|(i, f)| (f.meta.name.as_str(), values.features[i].to_json()))
             .collect();
-        let segments: Vec<&str> = p
-            .segments
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.entity == id && values.segments[*i].truth() == Some(true))
-            .map(|(_, s)| s.meta.name.as_str())
-            .collect();
+        let segments: Vec<&str> = member_segments(p, id, &values).collect();
         Some(json!({
             "entity": entity,
             "canonical_id": canonical,
@@ -549,6 +539,19 @@ impl Live {
             },
         })
     }
+}
+
+/// The names of the segments of `entity` that `values` are a member of, in project order.
+fn member_segments<'a>(
+    p: &'a ir::Project,
+    entity: ir::EntityId,
+    values: &'a ProfileValues,
+) -> impl Iterator<Item = &'a str> + 'a {
+    p.segments
+        .iter()
+        .zip(&values.segments)
+        .filter(move |(s, v)| s.entity == entity && v.truth() == Some(true))
+        .map(|(s, _)| s.meta.name.as_str())
 }
 
 fn logged(p: &ir::Project, t: &Transition) -> transitions::Transition {
