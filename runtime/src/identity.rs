@@ -38,7 +38,10 @@ use std::sync::atomic::{AtomicUsize, Ordering as Atomic};
 use std::sync::Arc;
 
 use cdp_compiler::ir;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder};
+use datafusion::arrow::array::{
+    make_view, Array, ArrayRef, AsArray, RecordBatch, StringBuilder, StringViewArray,
+};
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use md5::{Digest, Md5};
@@ -165,11 +168,33 @@ impl Resolver {
         &self.keys
     }
 
-    /// Reserves room for about this many more records.
-    pub fn reserve(&mut self, records: usize) {
-        self.times.reserve(records);
-        self.identifiers
-            .reserve(records.saturating_mul(self.keys.len()));
+    /// Reserves room for the rows of these `<e>_id_records` and `<e>_id_map` batches, as
+    /// [`Resolver::add_batch`] and [`Resolver::add_previous_batch`] will file them: the values'
+    /// buffers are sized from the text the columns hold, so that reading them never regrows a
+    /// buffer (each regrowth copies, and a large block comes from fresh pages that the kernel
+    /// zeroes on first touch). Columns that are missing or not text are left to the reading to
+    /// report.
+    pub fn reserve_for(&mut self, records: &[RecordBatch], previous: &[RecordBatch]) {
+        let rows: usize = records.iter().map(RecordBatch::num_rows).sum();
+        self.times.reserve(rows);
+        let (mut values, mut bytes) = (0, 0);
+        for batch in records {
+            for key in &self.keys {
+                if let Some(column) = batch.column_by_name(&format!("k_{}", key.name)) {
+                    values += column.len() - column.null_count();
+                    bytes += text_bytes(column);
+                }
+            }
+        }
+        self.identifiers.reserve(values, bytes);
+        let (mut rows, mut value_bytes, mut id_bytes) = (0, 0, 0);
+        for batch in previous {
+            rows += batch.num_rows();
+            value_bytes += batch.column_by_name("key_value").map_or(0, text_bytes);
+            id_bytes += batch.column_by_name("canonical_id").map_or(0, text_bytes);
+        }
+        self.previous_nodes.reserve(rows, value_bytes);
+        self.previous_ids.reserve(rows, id_bytes);
     }
 
     /// One record: its time (`None` for null) and the normalized value of each key, in the
@@ -334,8 +359,6 @@ impl Resolver {
             .iter()
             .map(|c| StrColumn::new(c).ok_or_else(|| bad("an id map column is not text".into())))
             .collect::<Result<Vec<_>>>()?;
-        self.previous_nodes.reserve(batch.num_rows());
-        self.previous_ids.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {
             if let (Some(k), Some(v), Some(id)) = (
                 columns[0].get(row),
@@ -608,6 +631,25 @@ fn text_column(column: &ArrayRef, name: &str) -> Result<ArrayRef> {
     }
 }
 
+/// The bytes of the values of a text column (0 for other types).
+fn text_bytes(column: &ArrayRef) -> usize {
+    match column.data_type() {
+        DataType::Utf8 => {
+            let offsets = column.as_string::<i32>().value_offsets();
+            (offsets[offsets.len() - 1] - offsets[0]) as usize
+        }
+        DataType::LargeUtf8 => {
+            let offsets = column.as_string::<i64>().value_offsets();
+            (offsets[offsets.len() - 1] - offsets[0]) as usize
+        }
+        DataType::Utf8View => {
+            let views = column.as_string_view();
+            views.views().iter().map(|v| *v as u32 as usize).sum()
+        }
+        _ => 0,
+    }
+}
+
 /// Resolves the records of `<e>_id_records` batches, starting from the previous run's id map
 /// (`<e>_id_map` batches; none for a first run).
 pub fn resolve(
@@ -616,11 +658,10 @@ pub fn resolve(
     previous: &[RecordBatch],
 ) -> Result<Resolution> {
     let mut resolver = Resolver::new(keys)?;
+    resolver.reserve_for(records, previous);
     for batch in previous {
         resolver.add_previous_batch(batch)?;
     }
-    let rows = records.iter().map(RecordBatch::num_rows).sum();
-    resolver.reserve(rows);
     for batch in records {
         resolver.add_batch(batch)?;
     }
@@ -681,25 +722,65 @@ impl Resolution {
     }
 
     /// The id map as a batch: `key_name`, `key_value`, `canonical_id` (the columns of
-    /// `<e>_identity` and `<e>_id_map`).
+    /// `<e>_identity` and `<e>_id_map`), in node order; `canonical_id` is a string view array
+    /// over one copy of each profile's id.
+    ///
+    /// An identifier's id is two lookups away (its component, then the component's id), each
+    /// at a random place in arrays of millions: reading them row by row costs a cache and TLB
+    /// miss each. So each component's view (length, prefix, place in a buffer of the ids in
+    /// component order) is made once, and a row copies its component's view: one miss.
     pub fn id_map_batch(&self) -> Result<RecordBatch> {
         let n = self.nodes.len();
         let mut names = StringBuilder::with_capacity(n, n * 8);
         let mut values = StringBuilder::with_capacity(n, self.nodes.text_len());
-        let mut ids = StringBuilder::with_capacity(n, n * 16);
-        for row in self.iter() {
-            names.append_value(row.key_name);
-            values.append_value(row.key_value);
-            ids.append_value(row.canonical_id);
+        for node in 0..n as u32 {
+            names.append_value(&self.keys[self.nodes.key(node) as usize].name);
+            values.append_value(self.nodes.value(node));
         }
-        string_batch(
-            &["key_name", "key_value", "canonical_id"],
-            vec![
-                Arc::new(names.finish()),
-                Arc::new(values.finish()),
-                Arc::new(ids.finish()),
-            ],
-        )
+        let (component_views, buffers) = self.component_views()?;
+        let views: Vec<u128> = self
+            .node_component
+            .iter()
+            .map(|&c| component_views[c as usize])
+            .collect();
+        let ids = StringViewArray::try_new(views.into(), buffers, None)
+            .map_err(|e| Error::Internal(format!("identity resolution output: {e}")))?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(names.finish()),
+            Arc::new(values.finish()),
+            Arc::new(ids),
+        ];
+        let schema = Schema::new(
+            columns
+                .iter()
+                .zip(["key_name", "key_value", "canonical_id"])
+                .map(|(c, name)| Field::new(name, c.data_type().clone(), false))
+                .collect::<Vec<_>>(),
+        );
+        RecordBatch::try_new(Arc::new(schema), columns)
+            .map_err(|e| Error::Internal(format!("identity resolution output: {e}")))
+    }
+
+    /// The view of each component's id, and the buffers they point into (a new one whenever
+    /// the offsets would pass what a view can address).
+    fn component_views(&self) -> Result<(Vec<u128>, Vec<Buffer>)> {
+        let mut views = Vec::with_capacity(self.component_id.len());
+        let mut buffers = Vec::new();
+        let mut text: Vec<u8> = Vec::new();
+        for &id in &self.component_id {
+            let id = self.ids.get(id).as_bytes();
+            if id.len() > 12 && text.len() + id.len() > u32::MAX as usize {
+                buffers.push(Buffer::from_vec(std::mem::take(&mut text)));
+            }
+            let block = u32::try_from(buffers.len())
+                .map_err(|_| Error::Internal("identity resolution output: too many ids".into()))?;
+            views.push(make_view(id, block, text.len() as u32));
+            if id.len() > 12 {
+                text.extend_from_slice(id);
+            }
+        }
+        buffers.push(Buffer::from_vec(text));
+        Ok((views, buffers))
     }
 
     /// The merges as a batch: `merged_id`, `into_id`.
@@ -808,12 +889,14 @@ impl<I: SpillItem> Spill<I> {
         self.parts.iter().map(|p| p.items.len()).sum()
     }
 
-    /// Room for about `n` more strings, spread evenly.
-    fn reserve(&mut self, n: usize) {
-        let per_part = n / PARTS;
+    /// Room for about `n` more strings of `bytes` bytes in all, spread as the hash spreads
+    /// them: evenly, with an eighth more for the partitions that draw more than their share.
+    fn reserve(&mut self, n: usize, bytes: usize) {
+        let share = |total: usize| total / PARTS + total / PARTS / 8 + 16;
         for part in &mut self.parts {
-            part.items.reserve(per_part + per_part / 8);
-            part.ends.reserve(per_part + per_part / 8);
+            part.items.reserve(share(n));
+            part.ends.reserve(share(n));
+            part.text.reserve(share(bytes));
         }
     }
 
@@ -2467,6 +2550,28 @@ entity person {
                 let res = resolve_recs(&keys, &records, &previous);
                 prop_assert_eq!(sql_identity(&engine, "person"), rows(&res));
                 prop_assert_eq!(sql_merges(&engine, "person"), merges(&res));
+                // The id map batch (its ids as views of one copy per profile, short ones
+                // inline) holds the rows of `iter`, in the same order.
+                let out = res.id_map_batch().unwrap();
+                let column = |name: &str| {
+                    let c = cast(out.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+                    c.as_string::<i32>()
+                        .iter()
+                        .map(|v| v.unwrap().to_string())
+                        .collect::<Vec<_>>()
+                };
+                let (names, values, ids) = (
+                    column("key_name"),
+                    column("key_value"),
+                    column("canonical_id"),
+                );
+                prop_assert_eq!(names.len(), res.iter().len());
+                for (i, r) in res.iter().enumerate() {
+                    prop_assert_eq!(
+                        (&*names[i], &*values[i], &*ids[i]),
+                        (r.key_name, r.key_value, r.canonical_id)
+                    );
+                }
                 let s = res.stats();
                 seen.merges.fetch_add(s.merges, Relaxed);
                 seen.dropped.fetch_add(s.links - s.edges, Relaxed);

@@ -113,7 +113,7 @@ fn resolve_on(
     engine.register_batches(merges, batch.schema(), vec![batch])
 }
 
-/// `batch` with its `Utf8` columns cast to `text` and every column nullable, as the engine's
+/// `batch` with its text columns cast to `text` and every column nullable, as the engine's
 /// `CREATE TABLE AS` would have made it — but for `key_name`, a string literal in the SQL, which
 /// stays `Utf8`.
 fn as_engine_types(batch: RecordBatch, text: &DataType) -> Result<RecordBatch> {
@@ -121,7 +121,10 @@ fn as_engine_types(batch: RecordBatch, text: &DataType) -> Result<RecordBatch> {
     let mut columns = Vec::new();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         let (data_type, column) =
-            if field.data_type() == &DataType::Utf8 && field.name() != "key_name" {
+            if matches!(field.data_type(), DataType::Utf8 | DataType::Utf8View)
+                && field.data_type() != text
+                && field.name() != "key_name"
+            {
                 let cast = cast(column, text)
                     .map_err(|e| Error::Internal(format!("identity: `{}`: {e}", field.name())))?;
                 (text.clone(), cast)
