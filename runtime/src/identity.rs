@@ -122,6 +122,32 @@ pub struct Resolver {
     previous_ids: Spill<u32>,
     previous_rows: u32,
     seen_at_type: Option<DataType>,
+    /// Batches read but not yet filed into the spills (see [`Resolver::file_pending`]).
+    pending: Vec<Pending>,
+}
+
+/// A thread's share of the spills' partitions, from the first partition's number on.
+type Shelves<'a> = (
+    usize,
+    &'a mut [SpillPart<Seen>],
+    &'a mut [SpillPart<Known>],
+    &'a mut [SpillPart<u32>],
+);
+
+/// A batch whose values wait to be filed.
+enum Pending {
+    /// Records from `first` on, with a text column per key.
+    Records {
+        first: usize,
+        columns: Vec<ArrayRef>,
+    },
+    /// Rows of an id map: `key_value` and `canonical_id`, and the key of each row (`NONE`:
+    /// skipped), rows numbered from `first` in order among those not skipped.
+    Previous {
+        first: u32,
+        columns: [ArrayRef; 2],
+        keys: Vec<u32>,
+    },
 }
 
 impl Resolver {
@@ -150,6 +176,7 @@ impl Resolver {
             previous_ids: Spill::new(),
             previous_rows: 0,
             seen_at_type: None,
+            pending: Vec::new(),
         })
     }
 
@@ -207,6 +234,7 @@ impl Resolver {
                 self.keys.len()
             )));
         }
+        self.file_pending()?;
         let t = seen_at.unwrap_or(NEVER);
         let row = self.next_record(t)?;
         for (k, value) in values.iter().enumerate() {
@@ -285,10 +313,9 @@ impl Resolver {
                 .ok_or_else(|| bad(format!("the records have no column `{name}`")))?;
             owned.push(text_column(column, &name)?);
         }
-        let columns = owned
-            .iter()
-            .map(|c| StrColumn::new(c).ok_or_else(|| bad("a key column is not text".into())))
-            .collect::<Result<Vec<_>>>()?;
+        if owned.iter().any(|c| StrColumn::new(c).is_none()) {
+            return Err(bad("a key column is not text".into()));
+        }
         let first = self.times.len();
         for row in 0..batch.num_rows() {
             let t = if seen_at.is_null(row) {
@@ -298,20 +325,10 @@ impl Resolver {
             };
             self.next_record(t)?;
         }
-        // Column by column: one key's values hash alike and fill the same partitions.
-        for (k, column) in columns.iter().enumerate() {
-            for row in 0..batch.num_rows() {
-                if let Some(value) = column.get(row) {
-                    let record = first + row;
-                    let seen = Seen {
-                        t: self.times[record],
-                        row: record as u32,
-                        key: k as u32,
-                    };
-                    self.identifiers.push(value, seen)?;
-                }
-            }
-        }
+        self.pending.push(Pending::Records {
+            first,
+            columns: owned,
+        });
         Ok(())
     }
 
@@ -323,6 +340,7 @@ impl Resolver {
         key_value: &str,
         canonical_id: &str,
     ) -> Result<()> {
+        self.file_pending()?;
         let Some(key) = self.keys.iter().position(|k| k.name == key_name) else {
             return Ok(());
         };
@@ -359,20 +377,167 @@ impl Resolver {
             .iter()
             .map(|c| StrColumn::new(c).ok_or_else(|| bad("an id map column is not text".into())))
             .collect::<Result<Vec<_>>>()?;
+        // Which rows count, and under which key: those with the three values, of a key of
+        // the entity (as SQL's join matches them).
+        let first = self.previous_rows;
+        let mut keys = Vec::with_capacity(batch.num_rows());
+        let mut counted = 0u64;
         for row in 0..batch.num_rows() {
-            if let (Some(k), Some(v), Some(id)) = (
+            let key = match (
                 columns[0].get(row),
                 columns[1].get(row),
                 columns[2].get(row),
             ) {
-                self.add_previous(k, v, id)?;
-            }
+                (Some(k), Some(_), Some(_)) => self.keys.iter().position(|x| x.name == k),
+                _ => None,
+            };
+            counted += u64::from(key.is_some());
+            keys.push(key.map_or(NONE, |k| k as u32));
         }
+        self.previous_rows = u32::try_from(u64::from(first) + counted)
+            .ok()
+            .filter(|&n| n != NONE)
+            .ok_or_else(|| bad("more than 2^32 previous ids".into()))?;
+        let [_, values, ids] = <[ArrayRef; 3]>::try_from(owned)
+            .map_err(|_| bad("the id map has not three columns".into()))?;
+        self.pending.push(Pending::Previous {
+            first,
+            columns: [values, ids],
+            keys,
+        });
         Ok(())
     }
 
+    /// Files the values of the pending batches into the spills' partitions, in the order they
+    /// were read. Filing is scattered writes to hundreds of partitions, bound by memory rather
+    /// than by hashing, so each thread reads every value, hashes it, and files the ones of its
+    /// own range of partitions: every partition is filled by one thread, in the same order as
+    /// one thread would.
+    fn file_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let values: usize = pending
+            .iter()
+            .map(|p| match p {
+                Pending::Records { columns, .. } => columns.iter().map(|c| c.len()).sum(),
+                Pending::Previous { keys, .. } => keys.len(),
+            })
+            .sum();
+        let threads = if values < PARALLEL_FROM {
+            1
+        } else {
+            self.threads.clamp(1, PARTS)
+        };
+        let span = PARTS.div_ceil(threads);
+        let times = &self.times;
+        let pending = &pending;
+        let ranges = self
+            .identifiers
+            .parts
+            .chunks_mut(span)
+            .zip(self.previous_nodes.parts.chunks_mut(span))
+            .zip(self.previous_ids.parts.chunks_mut(span))
+            .enumerate()
+            .map(|(t, ((i, n), d))| (t * span, i, n, d));
+        let file = |(lo, identifiers, nodes, ids): Shelves<'_>| -> Result<()> {
+            let hi = lo + identifiers.len();
+            let mine = |h: u64| {
+                let p = (h >> (64 - PART_BITS)) as usize;
+                (lo..hi).contains(&p).then(|| p - lo)
+            };
+            for batch in pending {
+                match batch {
+                    Pending::Records { first, columns } => {
+                        // Column by column: one key's values hash alike.
+                        for (k, column) in columns.iter().enumerate() {
+                            let Some(column) = StrColumn::new(column) else {
+                                continue;
+                            };
+                            for row in 0..column.len() {
+                                let Some(value) = column.get(row) else {
+                                    continue;
+                                };
+                                if let Some(p) = mine(hash(k as u32, value.as_bytes())) {
+                                    let record = first + row;
+                                    identifiers[p].push(
+                                        value,
+                                        Seen {
+                                            t: times[record],
+                                            row: record as u32,
+                                            key: k as u32,
+                                        },
+                                    )?;
+                                }
+                            }
+                        }
+                    }
+                    Pending::Previous {
+                        first,
+                        columns,
+                        keys,
+                    } => {
+                        let (Some(values), Some(id_column)) =
+                            (StrColumn::new(&columns[0]), StrColumn::new(&columns[1]))
+                        else {
+                            continue;
+                        };
+                        let mut row = *first;
+                        for (i, &key) in keys.iter().enumerate() {
+                            if key == NONE {
+                                continue;
+                            }
+                            let (Some(value), Some(id)) = (values.get(i), id_column.get(i)) else {
+                                continue;
+                            };
+                            if let Some(p) = mine(hash(key, value.as_bytes())) {
+                                nodes[p].push(value, Known { row, key })?;
+                            }
+                            if let Some(p) = mine(hash(0, id.as_bytes())) {
+                                ids[p].push(id, row)?;
+                            }
+                            row += 1;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        if threads == 1 {
+            return ranges.map(&file).try_for_each(|r| r);
+        }
+        std::thread::scope(|scope| {
+            let mut ranges = ranges;
+            let own = ranges.next();
+            let helpers: Vec<_> = ranges
+                .map(|range| {
+                    std::thread::Builder::new()
+                        .name("cdp-identity-file".into())
+                        .spawn_scoped(scope, move || file(range))
+                })
+                .collect();
+            let mut result = own.map_or(Ok(()), file);
+            for helper in helpers {
+                let done = match helper {
+                    Ok(handle) => handle.join().unwrap_or_else(|_| {
+                        Err(Error::Internal(
+                            "identity resolution: a thread failed".into(),
+                        ))
+                    }),
+                    Err(e) => Err(Error::Internal(format!(
+                        "identity resolution: starting a thread: {e}"
+                    ))),
+                };
+                result = result.and(done);
+            }
+            result
+        })
+    }
+
     /// Resolves: components, anchors, canonical ids and merges.
-    pub fn resolve(self) -> Result<Resolution> {
+    pub fn resolve(mut self) -> Result<Resolution> {
+        self.file_pending()?;
         let Resolver {
             keys,
             threads,
@@ -902,18 +1067,23 @@ impl<I: SpillItem> Spill<I> {
 
     fn push(&mut self, value: &str, item: I) -> Result<()> {
         let h = hash(item.key(), value.as_bytes());
-        let part = &mut self.parts[(h >> (64 - PART_BITS)) as usize];
-        let end = u32::try_from(part.text.len() + value.len()).map_err(|_| {
-            Error::Internal("identity resolution: more than 2^40 bytes of values".into())
-        })?;
-        part.text.push_str(value);
-        part.ends.push(end);
-        part.items.push(item);
-        Ok(())
+        self.parts[(h >> (64 - PART_BITS)) as usize].push(value, item)
     }
 }
 
 impl<I> SpillPart<I> {
+    fn push(&mut self, value: &str, item: I) -> Result<()> {
+        let end = u32::try_from(self.text.len() + value.len()).map_err(|_| {
+            Error::Internal(
+                "identity resolution: more than 2^32 bytes of values in a partition".into(),
+            )
+        })?;
+        self.text.push_str(value);
+        self.ends.push(end);
+        self.items.push(item);
+        Ok(())
+    }
+
     fn value(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.text[start..self.ends[i] as usize]
@@ -1491,6 +1661,14 @@ impl<'a> StrColumn<'a> {
         }
     }
 
+    fn len(&self) -> usize {
+        match self {
+            StrColumn::Utf8(a) => a.len(),
+            StrColumn::Large(a) => a.len(),
+            StrColumn::View(a) => a.len(),
+        }
+    }
+
     fn get(&self, row: usize) -> Option<&'a str> {
         match self {
             StrColumn::Utf8(a) => (!a.is_null(row)).then(|| a.value(row)),
@@ -1631,6 +1809,72 @@ mod tests {
             key("email", 2, None),
             key("cookie", 3, None),
         ]
+    }
+
+    /// Filing on several threads (each its own range of partitions) numbers identifiers as
+    /// one thread does: the same rows in the same order, the same merges.
+    #[test]
+    fn resolving_on_more_threads_gives_the_same_rows_in_the_same_order() {
+        let keys = vec![key("a", 1, None), key("b", 2, Some(2)), key("c", 3, None)];
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut batches = |records: usize| -> Vec<RecordBatch> {
+            (0..3)
+                .map(|_| {
+                    let mut times = Vec::new();
+                    let mut columns: [Vec<Option<String>>; 3] = Default::default();
+                    for _ in 0..records / 3 {
+                        times.push(Some(next(1_000) as i64));
+                        let person = next(30_000);
+                        columns[0].push((next(4) == 0).then(|| format!("a{person}")));
+                        columns[1].push((next(10) > 0).then(|| format!("b{}", person / 2)));
+                        columns[2].push(Some(format!("cookie-{}", next(60_000))));
+                    }
+                    let [a, b, c] = columns.map(|c| Arc::new(StringArray::from(c)) as ArrayRef);
+                    let times: TimestampMicrosecondArray = times.into_iter().collect();
+                    records_batch(Arc::new(times), vec![("k_a", a), ("k_b", b), ("k_c", c)])
+                })
+                .collect()
+        };
+        let first = batches(45_000);
+        let mut all = first.clone();
+        all.extend(batches(15_000));
+        let resolve_on = |threads: usize, records: &[RecordBatch], previous: &[RecordBatch]| {
+            let mut r = Resolver::new(keys.clone()).unwrap().with_threads(threads);
+            r.reserve_for(records, previous);
+            for batch in previous {
+                r.add_previous_batch(batch).unwrap();
+            }
+            for batch in records {
+                r.add_batch(batch).unwrap();
+            }
+            r.resolve().unwrap()
+        };
+        let listed = |res: &Resolution| {
+            let rows: Vec<(String, String, String)> = res
+                .iter()
+                .map(|r| (r.key_name.into(), r.key_value.into(), r.canonical_id.into()))
+                .collect();
+            let merges: Vec<(String, String)> =
+                res.merges().map(|(m, i)| (m.into(), i.into())).collect();
+            (rows, merges)
+        };
+        let map = resolve_on(1, &first, &[]).id_map_batch().unwrap();
+        // Enough values that filing and interning do go to threads.
+        assert!(all.iter().map(|b| 3 * b.num_rows()).sum::<usize>() > PARALLEL_FROM);
+        let one = listed(&resolve_on(1, &all, std::slice::from_ref(&map)));
+        assert!(!one.1.is_empty(), "the second run merges profiles");
+        for threads in [2, 3] {
+            assert!(
+                one == listed(&resolve_on(threads, &all, std::slice::from_ref(&map))),
+                "{threads} threads"
+            );
+        }
     }
 
     #[test]
