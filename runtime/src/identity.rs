@@ -537,7 +537,9 @@ impl Resolver {
 
     /// Resolves: components, anchors, canonical ids and merges.
     pub fn resolve(mut self) -> Result<Resolution> {
+        let filing = std::time::Instant::now();
         self.file_pending()?;
+        let filing = filing.elapsed();
         let Resolver {
             keys,
             threads,
@@ -552,7 +554,7 @@ impl Resolver {
         let width = keys.len();
 
         let mut clock = std::time::Instant::now();
-        let mut timings: Vec<(&'static str, std::time::Duration)> = Vec::new();
+        let mut timings: Vec<(&'static str, std::time::Duration)> = vec![("file", filing)];
         // Identifiers: each partition deduplicated on its own, then numbered globally.
         let mut parts = for_parts(threads, identifiers.len() + previous_nodes.len(), |p| {
             let mut interned = intern_part(&identifiers.parts[p], true)?;

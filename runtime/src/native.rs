@@ -70,9 +70,12 @@ fn resolve_on(
     [records, map, identity, merges]: [&String; 4],
     as_of_micros: i64,
 ) -> Result<()> {
+    let clock = std::time::Instant::now();
     let records = engine.table(records)?;
     let previous = engine.table(map)?;
+    let read = clock.elapsed();
     let resolution = resolve(keys, &records.batches, &previous.batches)?;
+    let resolved = clock.elapsed();
     // Text columns take the engine's string type (its SQL gives `Utf8View` where it reads
     // view-typed sources), as the key columns of the records have it.
     let text = records
@@ -84,6 +87,13 @@ fn resolve_on(
 
     let ids = as_engine_types(resolution.id_map_batch()?, &text)?;
     engine.register_batches(identity, ids.schema(), vec![ids])?;
+    if std::env::var_os("CDP_IDENTITY_TIMINGS").is_some() {
+        eprintln!(
+            "identity: tables read {read:?}, resolved {:?}, identity table {:?}",
+            resolved - read,
+            clock.elapsed() - resolved
+        );
+    }
 
     // `merged_at` is the as-of time, typed as the SQL's `TIMESTAMP '…'` literal is.
     let pairs = resolution.merges_batch()?;
