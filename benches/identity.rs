@@ -130,7 +130,7 @@ fn run(
     println!("  components  {:>12}", s.components);
     println!("  merges      {:>12}", s.merges);
     println!(
-        "  seconds     {seconds:>12.2}  (reading records {read:.2} s, resolving {:.2} s; the id map as a batch of {} rows: {output:.2} s more)",
+        "  seconds     {seconds:>12.2}  (reading batches {read:.2} s, resolving {:.2} s with filing; the id map as a batch of {} rows: {output:.2} s more)",
         seconds - read,
         map.num_rows()
     );

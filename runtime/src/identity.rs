@@ -444,17 +444,18 @@ impl Resolver {
         let file = |(lo, identifiers, nodes, ids): Shelves<'_>| -> Result<()> {
             let hi = lo + identifiers.len();
             let mine = |h: u64| {
-                let p = (h >> (64 - PART_BITS)) as usize;
+                let p = partition(h);
                 (lo..hi).contains(&p).then(|| p - lo)
             };
+            // Reading checked the columns; a value that is not there now is a bug, not data
+            // to skip.
+            let gone = || Error::Internal("identity resolution: a read column changed".into());
             for batch in pending {
                 match batch {
                     Pending::Records { first, columns } => {
                         // Column by column: one key's values hash alike.
                         for (k, column) in columns.iter().enumerate() {
-                            let Some(column) = StrColumn::new(column) else {
-                                continue;
-                            };
+                            let column = StrColumn::new(column).ok_or_else(gone)?;
                             for row in 0..column.len() {
                                 let Some(value) = column.get(row) else {
                                     continue;
@@ -478,19 +479,15 @@ impl Resolver {
                         columns,
                         keys,
                     } => {
-                        let (Some(values), Some(id_column)) =
-                            (StrColumn::new(&columns[0]), StrColumn::new(&columns[1]))
-                        else {
-                            continue;
-                        };
+                        let values = StrColumn::new(&columns[0]).ok_or_else(gone)?;
+                        let id_column = StrColumn::new(&columns[1]).ok_or_else(gone)?;
                         let mut row = *first;
                         for (i, &key) in keys.iter().enumerate() {
                             if key == NONE {
                                 continue;
                             }
-                            let (Some(value), Some(id)) = (values.get(i), id_column.get(i)) else {
-                                continue;
-                            };
+                            let (value, id) =
+                                values.get(i).zip(id_column.get(i)).ok_or_else(gone)?;
                             if let Some(p) = mine(hash(key, value.as_bytes())) {
                                 nodes[p].push(value, Known { row, key })?;
                             }
@@ -1069,7 +1066,7 @@ impl<I: SpillItem> Spill<I> {
 
     fn push(&mut self, value: &str, item: I) -> Result<()> {
         let h = hash(item.key(), value.as_bytes());
-        self.parts[(h >> (64 - PART_BITS)) as usize].push(value, item)
+        self.parts[partition(h)].push(value, item)
     }
 }
 
@@ -1090,6 +1087,11 @@ impl<I> SpillPart<I> {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.text[start..self.ends[i] as usize]
     }
+}
+
+/// The partition of a value with hash `h`: its top bits.
+fn partition(h: u64) -> usize {
+    (h >> (64 - PART_BITS)) as usize
 }
 
 /// The hash of a value inside its partition: the partition bits shifted out.
@@ -1295,7 +1297,7 @@ impl NodeSet {
 
     fn get(&self, key: u32, value: &str) -> Option<u32> {
         let h = hash(key, value.as_bytes());
-        let p = (h >> (64 - PART_BITS)) as usize;
+        let p = partition(h);
         let (offset, arena) = (*self.offsets.get(p)?, self.arenas.get(p)?);
         let local = self
             .tables
