@@ -26,7 +26,7 @@ use crate::eventlog::crc32;
 
 const MAGIC: &[u8; 8] = b"CDPSTATE";
 /// Bumped whenever the state's layout changes: an older checkpoint is then ignored.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// What a checkpoint reflects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -32,7 +32,7 @@ mod horizon;
 pub mod journey;
 pub mod value;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use cdp_compiler::ir::{
@@ -270,7 +270,9 @@ struct EntityState {
     #[serde(skip)]
     slot_of_id: HashMap<Arc<str>, usize>,
     profiles: Vec<Profile>,
-    dirty: BTreeSet<usize>,
+    /// Profiles with events (or merges) since their last evaluation, each with the clock at
+    /// the last of them: the instant it is evaluated at, whatever timer comes first.
+    dirty: BTreeMap<usize, i64>,
     timers: BTreeSet<(i64, usize)>,
     timer_of: HashMap<usize, i64>,
     /// Profiles merged into another since the last advance, with their memberships.
@@ -418,24 +420,33 @@ impl StreamEngine {
                     if limited {
                         let first = st.undecided.entry((a.min(b), a.max(b))).or_insert(seen);
                         *first = (*first).min(seen);
-                    } else if !st.link(entity, a, b, &mut self.counts) {
+                    } else if !st.link(entity, a, b, &mut self.counts, self.clock) {
                         self.counts.links_dropped += 1;
                     }
                 }
             }
-            st.ensure_profiles(&nodes, entity, &project);
+            st.ensure_profiles(&nodes, entity, &project, self.clock);
             let slot = st.slot(strongest);
             st.apply(slot, source, &row, &project, &self.re, self.clock);
-            st.dirty.insert(slot);
+            st.dirty.insert(slot, self.clock);
         }
     }
 
     /// Evaluates the profiles whose timers are due at or before `t`, each at its timer's time.
+    /// A profile with events since its last evaluation is first evaluated as of the last of
+    /// them, which sets its timers afresh: what its events changed happens then, whether a
+    /// timer kept from before (which may come early) or the next advance comes first.
     fn fire_timers(&mut self, t: i64) {
         for st in &mut self.entities {
             while let Some(&(at, slot)) = st.timers.first() {
                 if at > t {
                     break;
+                }
+                if let Some(since) = st.dirty.remove(&slot) {
+                    let out = &mut self.transitions;
+                    let since = if since == i64::MIN { at } else { since };
+                    st.evaluate(slot, since, false, &self.project, &self.re, out);
+                    continue;
                 }
                 st.timers.pop_first();
                 st.timer_of.remove(&slot);
@@ -457,8 +468,9 @@ impl StreamEngine {
             self.ingest(source, row);
         }
         self.quiet = false;
+        self.clock = at.max(self.clock);
         self.touch_all();
-        self.advance(at.max(self.clock));
+        self.advance(self.clock);
     }
 
     /// Makes every evaluation recompute the whole profile and every next-change instant, as
@@ -471,14 +483,15 @@ impl StreamEngine {
         }
     }
 
-    /// Marks every profile changed, so that the next [`StreamEngine::advance`] evaluates them
-    /// all (values reading `now()` change with time alone).
+    /// Marks every profile changed now, so that the next [`StreamEngine::advance`] evaluates
+    /// them all (values reading `now()` change with time alone).
     pub fn touch_all(&mut self) {
+        let now = self.clock;
         for st in &mut self.entities {
             let alive: Vec<usize> = (0..st.profiles.len())
                 .filter(|&i| st.profiles[i].alive)
                 .collect();
-            st.dirty.extend(alive);
+            st.dirty.extend(alive.into_iter().map(|slot| (slot, now)));
         }
     }
 
@@ -510,12 +523,24 @@ impl StreamEngine {
             .collect()
     }
 
-    /// Moves the clock to `t` (if later), fires the timers due by then and evaluates every
-    /// changed profile: afterwards [`StreamEngine::values`] are the values as of the clock.
+    /// Evaluates every profile with events since its last evaluation as of the last of them
+    /// (what events change happens when they arrive, not whenever the clock next moves), then
+    /// fires the timers due by `t` and moves the clock to `t` (if later): afterwards
+    /// [`StreamEngine::values`] are the values as of the clock.
     pub fn advance(&mut self, t: i64) {
+        let to = t.max(self.clock);
         for (e, entity) in self.project.entities.iter().enumerate() {
             let st = &mut self.entities[e];
-            st.decide_links(entity, &mut self.counts);
+            st.decide_links(entity, &mut self.counts, self.clock);
+            // Each profile with events since its last evaluation, as of the last of them (rows
+            // without a time, before the clock started: as of `t`).
+            for (slot, since) in std::mem::take(&mut st.dirty) {
+                if st.profiles[slot].alive {
+                    let out = &mut self.transitions;
+                    let since = if since == i64::MIN { to } else { since };
+                    st.evaluate(slot, since, false, &self.project, &self.re, out);
+                }
+            }
         }
         self.fire_timers(t);
         if t > self.clock {
@@ -535,13 +560,6 @@ impl StreamEngine {
                             by_time: false,
                         });
                     }
-                }
-            }
-            let dirty = std::mem::take(&mut st.dirty);
-            for slot in dirty {
-                if st.profiles[slot].alive {
-                    let out = &mut self.transitions;
-                    st.evaluate(slot, now, false, &self.project, &self.re, out);
                 }
             }
             st.step_journeys(now, &self.project, &self.re, &mut self.journey_events);
@@ -1052,7 +1070,7 @@ impl EntityState {
             slot_of: HashMap::new(),
             slot_of_id: HashMap::new(),
             profiles: Vec::new(),
-            dirty: BTreeSet::new(),
+            dirty: BTreeMap::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
             gone: Vec::new(),
@@ -1124,7 +1142,7 @@ impl EntityState {
 
     /// Decides the undecided links, first seen first (then by the identifiers' `key:value`, as
     /// the batch program ranks them), so that each identifier keeps the same N as in batch.
-    fn decide_links(&mut self, entity: &ir::Entity, counts: &mut Counts) {
+    fn decide_links(&mut self, entity: &ir::Entity, counts: &mut Counts, at: i64) {
         if self.undecided.is_empty() {
             return;
         }
@@ -1145,7 +1163,7 @@ impl EntityState {
             .collect();
         order.sort();
         for (_, _, _, a, b) in order {
-            if !self.link(entity, a, b, counts) {
+            if !self.link(entity, a, b, counts, at) {
                 counts.links_dropped += 1;
             }
         }
@@ -1153,7 +1171,7 @@ impl EntityState {
 
     /// Links two identifiers of one record unless a `max N per profile` limit drops the link
     /// (each side ranks its links of the other's key in arrival order); merges their profiles.
-    fn link(&mut self, entity: &ir::Entity, a: u32, b: u32, counts: &mut Counts) -> bool {
+    fn link(&mut self, entity: &ir::Entity, a: u32, b: u32, counts: &mut Counts, at: i64) -> bool {
         if a == b {
             return true;
         }
@@ -1202,7 +1220,7 @@ impl EntityState {
                 } else {
                     (y, x)
                 };
-                self.merge(keep, gone);
+                self.merge(keep, gone, at);
                 self.slot_of.insert(ra, keep);
             }
             (Some(x), None) | (None, Some(x)) => {
@@ -1216,7 +1234,13 @@ impl EntityState {
     /// Creates the profile of each new component among a record's identifiers (every other
     /// identifier already has one): its id is the MD5 of its anchor, the member with the least
     /// (first seen, priority, key:value).
-    fn ensure_profiles(&mut self, nodes: &[u32], entity: &ir::Entity, project: &ir::Project) {
+    fn ensure_profiles(
+        &mut self,
+        nodes: &[u32],
+        entity: &ir::Entity,
+        project: &ir::Project,
+        at: i64,
+    ) {
         for &n in nodes {
             let root = self.find_compress(n);
             if self.slot_of.contains_key(&root) {
@@ -1266,7 +1290,7 @@ impl EntityState {
             let slot = self.profiles.len() - 1;
             self.slot_of.insert(root, slot);
             self.slot_of_id.insert(self.profiles[slot].id.clone(), slot);
-            self.dirty.insert(slot);
+            self.dirty.insert(slot, at);
         }
     }
 
@@ -1375,7 +1399,7 @@ impl EntityState {
         let clock_only = by_time
             && !self.full_evaluations
             && due.is_empty()
-            && !self.dirty.contains(&slot)
+            && !self.dirty.contains_key(&slot)
             && self.only_the_clock_moves(slot, at);
         for (t, b, row) in due {
             apply_event(&self.plan, &mut self.profiles[slot], b, t, &row, p, re, at);
@@ -1584,7 +1608,7 @@ impl EntityState {
         }
     }
 
-    fn merge(&mut self, keep: usize, gone: usize) {
+    fn merge(&mut self, keep: usize, gone: usize, at: i64) {
         let other = std::mem::replace(
             &mut self.profiles[gone],
             Profile {
@@ -1658,8 +1682,8 @@ impl EntityState {
             p.anchor = other.anchor;
         }
         p.touched = Inputs::ALL;
-        self.dirty.insert(keep);
         self.dirty.remove(&gone);
+        self.dirty.insert(keep, at);
         if let Some(t) = self.timer_of.remove(&gone) {
             self.timers.remove(&(t, gone));
         }
