@@ -9,6 +9,7 @@
 pub mod draft;
 pub mod plan;
 pub mod runs;
+pub mod sleddb;
 pub mod store;
 
 pub use draft::{content_hash, drafts, Draft};

@@ -186,11 +186,8 @@ impl Registry {
         if !path.exists() {
             create_atomically(&path).map_err(store)?;
         }
-        let db = sled::Config::new().path(&path).open().map_err(|error| {
-            // sled reports a held lock as an I/O error of its own wording.
-            let locked = matches!(&error, sled::Error::Io(e)
-                if e.to_string().contains("could not acquire lock"));
-            if locked {
+        let db = crate::sleddb::open(&path).map_err(|error| {
+            if crate::sleddb::is_locked(&error) {
                 Error::Locked(path.clone())
             } else {
                 store(error)

@@ -14,7 +14,6 @@ pub mod native;
 pub mod online;
 pub mod program;
 pub mod schema;
-pub mod sleddb;
 pub mod stats;
 pub mod store;
 pub mod stream;

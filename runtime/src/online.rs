@@ -386,20 +386,18 @@ pub struct OnlineStore {
 }
 
 impl OnlineStore {
-    /// Opens (creating) the store at `path`. A store sled finds corrupt is deleted and created
-    /// empty: the next [`sync`](Self::sync) rebuilds it from the offline store.
+    /// Opens (creating) the store at `path`. A store sled finds corrupt (past a snapshot a
+    /// killed process left unfinished, which [`cdp_registry::sleddb::open`] drops) is deleted
+    /// and created empty: the next [`sync`](Self::sync) rebuilds it from the offline store.
     pub fn open(path: &Path) -> Result<OnlineStore> {
-        let db = match sled::Config::new().path(path).open() {
+        let db = match cdp_registry::sleddb::open(path) {
             Ok(db) => db,
             Err(sled::Error::Corruption { .. }) => {
                 std::fs::remove_dir_all(path).map_err(|e| Error::File {
                     path: path.to_path_buf(),
                     message: format!("removing the corrupt online store: {e}"),
                 })?;
-                sled::Config::new()
-                    .path(path)
-                    .open()
-                    .map_err(sled_error(path))?
+                cdp_registry::sleddb::open(path).map_err(sled_error(path))?
             }
             Err(e) => return Err(sled_error(path)(e)),
         };

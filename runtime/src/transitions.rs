@@ -246,8 +246,8 @@ mod tests {
                 .unwrap();
         }
         // The dropped handle's flusher may still hold the lock for a moment.
-        let db =
-            crate::sleddb::open_waiting(dir.path(), std::time::Duration::from_secs(10)).unwrap();
+        let db = cdp_registry::sleddb::open_waiting(dir.path(), std::time::Duration::from_secs(10))
+            .unwrap();
         let log = TransitionLog::open(&db).unwrap();
         assert_eq!(log.append(&[enter("vip", "b", 2)]).unwrap(), [2]);
         let json = serde_json::to_value(&log.recent(None, 1).unwrap()[0]).unwrap();

@@ -392,7 +392,8 @@ mod tests {
             outbox.enqueue(delivery("http://a/2"), 6).unwrap();
         }
         // The dropped handle's flusher may still hold the lock for a moment.
-        let db = crate::sleddb::open_waiting(&path, std::time::Duration::from_secs(10)).unwrap();
+        let db =
+            cdp_registry::sleddb::open_waiting(&path, std::time::Duration::from_secs(10)).unwrap();
         let due = Outbox::open(&db).unwrap().due(10, 10).unwrap();
         let urls: Vec<&str> = due.iter().map(|p| p.delivery.url.as_str()).collect();
         assert_eq!(urls, ["http://a/1", "http://a/2"], "oldest first");

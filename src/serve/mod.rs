@@ -92,7 +92,7 @@ impl App {
                 .map_err(|e| e.to_string())?;
         let ingest = cdp_runtime::tracking::Ingest::open(&storage)?;
         let state = storage.join("stream").join("state");
-        let stream_db = cdp_runtime::sleddb::open_waiting(&state, Duration::from_secs(5))
+        let stream_db = cdp_registry::sleddb::open_waiting(&state, Duration::from_secs(5))
             .map_err(|e| format!("{}: {e}", state.display()))?;
         let outbox = cdp_runtime::webhook::Outbox::open(&stream_db)?;
         let transitions = cdp_runtime::transitions::TransitionLog::open(&stream_db)?;
