@@ -2,10 +2,12 @@
 //! table, CTEs with meaningful names) in one of five dialects, parameterized by the as-of time.
 //!
 //! Per entity `e` the program computes:
-//! - `e_id_nodes`, `e_id_edges`: the identity graph (normalized key values; links between values
-//!   seen in one record, after exclusions and `max N per profile` limits);
+//! - `e_id_nodes`, `e_id_edges`: the identity graph (normalized key values, each numbered in
+//!   the order of its text; links between values seen in one record, after exclusions and
+//!   `max N per profile` limits, as pairs of those numbers);
 //! - `e_id_cc`: connected components by an iterative program (hook to the smallest label among
-//!   neighbours, then jump to the label's label) that repeats until no label changes;
+//!   neighbours, then jump to the label's label) that repeats until no label changes; it joins
+//!   and groups numbers, not texts, every round;
 //! - `e_id_claims`, `e_identity`: every identifier with the canonical id of its profile — the id
 //!   the profile had after the previous run (state table `e_id_map`, replaced by
 //!   `e_id_map_next`), else the id of its identifier seen first;
@@ -671,8 +673,12 @@ impl<'p> Emitter<'p> {
                 )
             })
             .collect();
+        // Each identifier also gets a number, in the order of its text: the components loop
+        // joins and groups numbers every round, and the smallest number is the smallest text.
         let nodes_sql = format!(
-            "{}CREATE TABLE {nodes} AS\nWITH observations AS (\n{}\n)\nSELECT node, key_name, key_value, min(priority) AS priority, min(seen_at) AS first_seen\nFROM observations\nGROUP BY node, key_name, key_value",
+            "{}CREATE TABLE {nodes} AS\nWITH observations AS (\n{}\n),\n\
+             identifiers AS (\n  SELECT node, key_name, key_value, min(priority) AS priority, min(seen_at) AS first_seen\n  FROM observations\n  GROUP BY node, key_name, key_value\n)\n\
+             SELECT node, key_name, key_value, priority, first_seen, ROW_NUMBER() OVER (ORDER BY node) AS id\nFROM identifiers",
             self.header(&format!("{}: identifiers (normalized key values) and when each was first seen", entity.meta.name), &[]),
             node_selects.join("\n  UNION ALL\n"),
         );
@@ -720,7 +726,7 @@ impl<'p> Emitter<'p> {
         };
         let edges_sql = if link_selects.is_empty() {
             format!(
-                "{}CREATE TABLE {edges} AS\nSELECT node AS a, node AS b FROM {nodes} WHERE FALSE",
+                "{}CREATE TABLE {edges} AS\nSELECT id AS a, id AS b FROM {nodes} WHERE FALSE",
                 self.header(
                     &format!(
                         "{}: links between identifiers (none: no source binds two keys)",
@@ -736,7 +742,8 @@ impl<'p> Emitter<'p> {
                  ranked AS (\n  SELECT a, b, b_key,\n         ROW_NUMBER() OVER (PARTITION BY a, b_key ORDER BY first_seen, b) AS rank_in_key\n  FROM first_links\n),\n\
                  dropped AS (\n  SELECT a, b FROM ranked WHERE {over_limit}\n)\n\
                  -- a link survives when neither end has too many values of the other's key\n\
-                 SELECT r.a, r.b\nFROM ranked r\n\
+                 SELECT na.id AS a, nb.id AS b\nFROM ranked r\n\
+                 JOIN {nodes} na ON na.node = r.a\nJOIN {nodes} nb ON nb.node = r.b\n\
                  WHERE NOT EXISTS (SELECT 1 FROM dropped x WHERE x.a = r.a AND x.b = r.b)\n  AND NOT EXISTS (SELECT 1 FROM dropped x WHERE x.a = r.b AND x.b = r.a)",
                 self.header(&format!("{}: links between identifiers seen in one record, after `max N per profile`", entity.meta.name), &[]),
                 link_selects.join("\n  UNION ALL\n"),
@@ -751,7 +758,7 @@ impl<'p> Emitter<'p> {
         steps.push(Step::Create(Statement {
             table: unquote(&cc),
             sql: format!(
-                "{}CREATE TABLE {cc} AS\nSELECT node, node AS label FROM {nodes}",
+                "{}CREATE TABLE {cc} AS\nSELECT id AS node, id AS label FROM {nodes}",
                 self.header(
                     &format!("{}: connected components, initial labels", entity.meta.name),
                     &[]
@@ -809,7 +816,7 @@ impl<'p> Emitter<'p> {
             )
         };
         let members = format!(
-            "members AS (\n  SELECT n.node, n.key_name, n.key_value, n.priority, n.first_seen, c.label\n  FROM {nodes} n\n  JOIN {cc} c ON c.node = n.node\n)"
+            "members AS (\n  SELECT n.node, n.key_name, n.key_value, n.priority, n.first_seen, c.label\n  FROM {nodes} n\n  JOIN {cc} c ON c.node = n.id\n)"
         );
         let claims_sql = format!(
             "{}CREATE TABLE {claims} AS\nWITH {members},\n\
