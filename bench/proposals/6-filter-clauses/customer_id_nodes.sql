@@ -9,6 +9,9 @@ WITH observations AS (
   UNION ALL
   SELECT 'cookie_id' AS key_name, k_cookie_id AS key_value, 3 AS priority, seen_at FROM customer_id_records WHERE k_cookie_id IS NOT NULL
 )
+-- `id` is the number the generated connected-components statements read.
+SELECT node, key_name, key_value, priority, first_seen, node AS id FROM (
 SELECT row_number() OVER () AS node, key_name, key_value, min(priority) AS priority, min(seen_at) AS first_seen
 FROM observations
 GROUP BY key_name, key_value
+) numbered
