@@ -659,26 +659,25 @@ impl<'p> Emitter<'p> {
             ),
         }));
 
-        let node = |key: &str, col: &str| d.concat2(&d.string(&format!("{key}:")), col);
         let node_selects: Vec<String> = entity
             .keys
             .iter()
             .map(|key| {
                 let col = self.q(&format!("k_{}", key.name));
                 format!(
-                    "  SELECT {} AS node, {} AS key_name, {col} AS key_value, {} AS priority, seen_at FROM {records} WHERE {col} IS NOT NULL",
-                    node(&key.name, &col),
+                    "  SELECT {} AS key_name, {col} AS key_value, {} AS priority, seen_at FROM {records} WHERE {col} IS NOT NULL",
                     d.string(&key.name),
                     key.priority
                 )
             })
             .collect();
-        // Each identifier also gets a number, in the order of its text: the components loop
-        // joins and groups numbers every round, and the smallest number is the smallest text.
+        // Each identifier gets a number (in the order of key and value): the edges and the
+        // components loop join and group numbers, and only a profile's anchor is ever written
+        // as its `key:value` text.
         let nodes_sql = format!(
             "{}CREATE TABLE {nodes} AS\nWITH observations AS (\n{}\n),\n\
-             identifiers AS (\n  SELECT node, key_name, key_value, min(priority) AS priority, min(seen_at) AS first_seen\n  FROM observations\n  GROUP BY node, key_name, key_value\n)\n\
-             SELECT node, key_name, key_value, priority, first_seen, ROW_NUMBER() OVER (ORDER BY node) AS id\nFROM identifiers",
+             identifiers AS (\n  SELECT key_name, key_value, min(priority) AS priority, min(seen_at) AS first_seen\n  FROM observations\n  GROUP BY key_name, key_value\n)\n\
+             SELECT key_name, key_value, priority, first_seen, ROW_NUMBER() OVER (ORDER BY key_name, key_value) AS id\nFROM identifiers",
             self.header(&format!("{}: identifiers (normalized key values) and when each was first seen", entity.meta.name), &[]),
             node_selects.join("\n  UNION ALL\n"),
         );
@@ -705,10 +704,9 @@ impl<'p> Emitter<'p> {
                     self.q(&format!("k_{}", ka.name)),
                     self.q(&format!("k_{}", kb.name)),
                 );
-                let (na, nb) = (node(&ka.name, &ca), node(&kb.name, &cb));
                 let (qa, qb) = (d.string(&ka.name), d.string(&kb.name));
-                link_selects.push(format!("  SELECT {na} AS a, {nb} AS b, {qb} AS b_key, seen_at FROM {records} WHERE {ca} IS NOT NULL AND {cb} IS NOT NULL"));
-                link_selects.push(format!("  SELECT {nb} AS a, {na} AS b, {qa} AS b_key, seen_at FROM {records} WHERE {ca} IS NOT NULL AND {cb} IS NOT NULL"));
+                link_selects.push(format!("  SELECT {qa} AS a_key, {ca} AS a_value, {qb} AS b_key, {cb} AS b_value, seen_at FROM {records} WHERE {ca} IS NOT NULL AND {cb} IS NOT NULL"));
+                link_selects.push(format!("  SELECT {qb} AS a_key, {cb} AS a_value, {qa} AS b_key, {ca} AS b_value, seen_at FROM {records} WHERE {ca} IS NOT NULL AND {cb} IS NOT NULL"));
             }
         }
         let limits: Vec<String> = entity
@@ -738,12 +736,12 @@ impl<'p> Emitter<'p> {
         } else {
             format!(
                 "{}CREATE TABLE {edges} AS\nWITH links AS (\n{}\n),\n\
-                 first_links AS (\n  SELECT a, b, b_key, min(seen_at) AS first_seen\n  FROM links\n  GROUP BY a, b, b_key\n),\n\
-                 ranked AS (\n  SELECT a, b, b_key,\n         ROW_NUMBER() OVER (PARTITION BY a, b_key ORDER BY first_seen, b) AS rank_in_key\n  FROM first_links\n),\n\
+                 first_links AS (\n  SELECT a_key, a_value, b_key, b_value, min(seen_at) AS first_seen\n  FROM links\n  GROUP BY a_key, a_value, b_key, b_value\n),\n\
+                 numbered AS (\n  SELECT na.id AS a, nb.id AS b, l.b_key, l.b_value, l.first_seen\n  FROM first_links l\n  JOIN {nodes} na ON na.key_name = l.a_key AND na.key_value = l.a_value\n  JOIN {nodes} nb ON nb.key_name = l.b_key AND nb.key_value = l.b_value\n),\n\
+                 ranked AS (\n  SELECT a, b, b_key,\n         ROW_NUMBER() OVER (PARTITION BY a, b_key ORDER BY first_seen, b_value) AS rank_in_key\n  FROM numbered\n),\n\
                  dropped AS (\n  SELECT a, b FROM ranked WHERE {over_limit}\n)\n\
                  -- a link survives when neither end has too many values of the other's key\n\
-                 SELECT na.id AS a, nb.id AS b\nFROM ranked r\n\
-                 JOIN {nodes} na ON na.node = r.a\nJOIN {nodes} nb ON nb.node = r.b\n\
+                 SELECT r.a, r.b\nFROM ranked r\n\
                  WHERE NOT EXISTS (SELECT 1 FROM dropped x WHERE x.a = r.a AND x.b = r.b)\n  AND NOT EXISTS (SELECT 1 FROM dropped x WHERE x.a = r.b AND x.b = r.a)",
                 self.header(&format!("{}: links between identifiers seen in one record, after `max N per profile`", entity.meta.name), &[]),
                 link_selects.join("\n  UNION ALL\n"),
@@ -816,11 +814,13 @@ impl<'p> Emitter<'p> {
             )
         };
         let members = format!(
-            "members AS (\n  SELECT n.node, n.key_name, n.key_value, n.priority, n.first_seen, c.label\n  FROM {nodes} n\n  JOIN {cc} c ON c.node = n.id\n)"
+            "members AS (\n  SELECT n.key_name, n.key_value, n.priority, n.first_seen, c.label\n  FROM {nodes} n\n  JOIN {cc} c ON c.node = n.id\n)"
         );
+        // A profile's anchor as the `key:value` text whose MD5 is a new profile's id.
+        let anchor_text = d.concat2(&d.concat2("key_name", &d.string(":")), "key_value");
         let claims_sql = format!(
             "{}CREATE TABLE {claims} AS\nWITH {members},\n\
-             anchors AS (\n  SELECT label, node AS anchor\n  FROM (\n    SELECT label, node,\n           ROW_NUMBER() OVER (PARTITION BY label ORDER BY first_seen, priority, key_value) AS rn\n    FROM members\n  ) ranked\n  WHERE rn = 1\n),\n\
+             anchors AS (\n  SELECT label, {anchor_text} AS anchor\n  FROM (\n    SELECT label, key_name, key_value,\n           ROW_NUMBER() OVER (PARTITION BY label ORDER BY first_seen, priority, key_value) AS rn\n    FROM members\n  ) ranked\n  WHERE rn = 1\n),\n\
              previous AS (\n  -- the ids the members of each profile had after the previous run\n  SELECT m.label, p.canonical_id, min(m.first_seen) AS seen\n  FROM members m\n  JOIN {previous_ids} p ON p.key_name = m.key_name AND p.key_value = m.key_value\n  GROUP BY m.label, p.canonical_id\n),\n\
              claimed AS (\n  -- an old id stays with one profile only (after a split: the one holding its identifier seen first)\n  SELECT label, canonical_id, seen\n  FROM (\n    SELECT pr.label, pr.canonical_id, pr.seen,\n           ROW_NUMBER() OVER (PARTITION BY pr.canonical_id ORDER BY pr.seen, a.anchor) AS rn\n    FROM previous pr\n    JOIN anchors a ON a.label = pr.label\n  ) ranked\n  WHERE rn = 1\n)\n\
              -- per profile: its anchor, and each old id it keeps, the one seen first surviving\n\
