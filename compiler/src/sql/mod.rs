@@ -2,9 +2,9 @@
 //! table, CTEs with meaningful names) in one of five dialects, parameterized by the as-of time.
 //!
 //! Per entity `e` the program computes:
-//! - `e_id_nodes`, `e_id_edges`: the identity graph (normalized key values, each numbered in
-//!   the order of its text; links between values seen in one record, after exclusions and
-//!   `max N per profile` limits, as pairs of those numbers);
+//! - `e_id_nodes`, `e_id_edges`: the identity graph (normalized key values, each numbered;
+//!   links between values seen in one record, after exclusions and `max N per profile` limits,
+//!   as pairs of those numbers);
 //! - `e_id_cc`: connected components by an iterative program (hook to the smallest label among
 //!   neighbours, then jump to the label's label) that repeats until no label changes; it joins
 //!   and groups numbers, not texts, every round;
