@@ -70,6 +70,31 @@ impl Dialect {
         matches!(self, Dialect::DataFusion)
     }
 
+    /// Whether `arg_min`/`arg_max(v, key)` and `min_by`/`max_by(v, key, k)` take a struct key
+    /// compared field by field (a null field above every value): the first and last value(s) of
+    /// a behavior by (time, value), the most frequent value by (count, value) and an attribute's
+    /// latest value are then plain aggregates in one `GROUP BY` instead of a ranking window,
+    /// which sorts every event of every profile.
+    pub fn struct_arg_by(self) -> bool {
+        matches!(self, Dialect::DuckDb)
+    }
+
+    /// A struct of named fields, for [`Self::struct_arg_by`]'s keys.
+    pub fn struct_of(self, fields: &[(&str, &str)]) -> String {
+        let fields: Vec<String> = fields
+            .iter()
+            .map(|(name, value)| format!("{}: {value}", self.string(name)))
+            .collect();
+        format!("{{{}}}", fields.join(", "))
+    }
+
+    /// Whether an aggregate's condition is written `agg(x) FILTER (WHERE c)` rather than
+    /// `agg(CASE WHEN c THEN x END)`: the rows outside it never reach the aggregate (a distinct
+    /// count's hash table holds only the rows of its window).
+    pub fn aggregate_filter(self) -> bool {
+        matches!(self, Dialect::DuckDb)
+    }
+
     /// Quotes an identifier when it is not a plain lower-case name or is a reserved word.
     pub fn ident(self, name: &str) -> String {
         let plain = name

@@ -924,6 +924,14 @@ impl<'p> Emitter<'p> {
                 Some(c) => format!("CASE WHEN {c} THEN {v} END"),
                 None => v.to_string(),
             };
+            // `{open}{arg}{close}`, an aggregate call, over the events that count: with a FILTER
+            // clause where the dialect has one, else with the value nulled outside the condition.
+            let over = |open: &str, arg: &str, close: &str| match &cond {
+                Some(c) if d.aggregate_filter() => {
+                    format!("{open}{arg}{close} FILTER (WHERE {c})")
+                }
+                _ => format!("{open}{}{close}", case(arg)),
+            };
             let v = value.clone().unwrap_or_else(|| "1".into());
             let filtered = |extra: &str| {
                 let mut parts: Vec<String> = cond.iter().cloned().collect();
@@ -941,30 +949,34 @@ impl<'p> Emitter<'p> {
                     simple.entry(agg.behavior).or_default().push((aid, "count(*)".into()));
                     None
                 }
+                AggFn::Count if value.is_none() && d.aggregate_filter() => {
+                    simple.entry(agg.behavior).or_default().push((aid, over("count(", "*", ")")));
+                    None
+                }
                 AggFn::Count => {
-                    simple.entry(agg.behavior).or_default().push((aid, format!("count({})", case(&v))));
+                    simple.entry(agg.behavior).or_default().push((aid, over("count(", &v, ")")));
                     None
                 }
                 AggFn::Sum | AggFn::Min | AggFn::Max => {
-                    simple.entry(agg.behavior).or_default().push((aid, format!("{}({})", agg.function.name(), case(&v))));
+                    simple.entry(agg.behavior).or_default().push((aid, over(&format!("{}(", agg.function.name()), &v, ")")));
                     None
                 }
                 AggFn::Avg => {
-                    simple.entry(agg.behavior).or_default().push((aid, format!("avg(CAST({} AS {}))", case(&v), d.double())));
+                    simple.entry(agg.behavior).or_default().push((aid, over("avg(CAST(", &v, &format!(" AS {}))", d.double()))));
                     None
                 }
                 AggFn::ApproxCountDistinct => {
                     let f = match d {
-                        Dialect::DataFusion | Dialect::Trino => format!("approx_distinct({})", case(&v)),
-                        Dialect::DuckDb | Dialect::Spark => format!("approx_count_distinct({})", case(&v)),
+                        Dialect::DataFusion | Dialect::Trino => over("approx_distinct(", &v, ")"),
+                        Dialect::DuckDb | Dialect::Spark => over("approx_count_distinct(", &v, ")"),
                         // PostgreSQL has no sketch built in: exact.
-                        Dialect::Postgres => format!("count(DISTINCT {})", case(&v)),
+                        Dialect::Postgres => over("count(DISTINCT ", &v, ")"),
                     };
                     simple.entry(agg.behavior).or_default().push((aid, f));
                     None
                 }
                 AggFn::CountDistinct if !d.distinct_in_two_stages() => {
-                    simple.entry(agg.behavior).or_default().push((aid, format!("count(DISTINCT {})", case(&v))));
+                    simple.entry(agg.behavior).or_default().push((aid, over("count(DISTINCT ", &v, ")")));
                     None
                 }
                 AggFn::CountDistinct => Some(format!(
@@ -980,6 +992,34 @@ impl<'p> Emitter<'p> {
                     // The first (last) value of the event time itself is its minimum (maximum).
                     let f = if agg.function == AggFn::First { "min" } else { "max" };
                     simple.entry(agg.behavior).or_default().push((aid, format!("{f}({})", case(&v))));
+                    None
+                }
+                AggFn::First | AggFn::Last | AggFn::FirstK | AggFn::LastK if d.struct_arg_by() => {
+                    // The value(s) at the smallest (greatest) (time, value): ties between events
+                    // at one instant go to the smaller (greater) value, as when ranked.
+                    let f = match agg.function {
+                        AggFn::First => "arg_min(",
+                        AggFn::Last => "arg_max(",
+                        AggFn::FirstK => "min_by(",
+                        _ => "max_by(",
+                    };
+                    let key = d.struct_of(&[("t", "event_time"), ("v", &v)]);
+                    let k = match agg.function {
+                        AggFn::FirstK | AggFn::LastK => format!(", {}", agg.k.unwrap_or(1)),
+                        _ => String::new(),
+                    };
+                    let present = format!("{v} IS NOT NULL");
+                    let only = match &cond {
+                        Some(c) => format!("{c} AND {present}"),
+                        None => present,
+                    };
+                    let call = format!("{f}{v}, {key}{k})");
+                    let call = if d.aggregate_filter() {
+                        format!("{call} FILTER (WHERE {only})")
+                    } else {
+                        format!("{f}CASE WHEN {only} THEN {v} END, {key}{k})")
+                    };
+                    simple.entry(agg.behavior).or_default().push((aid, call));
                     None
                 }
                 AggFn::First | AggFn::Last if d.ordered_first_value() => {
@@ -1005,6 +1045,11 @@ impl<'p> Emitter<'p> {
                         filtered("")
                     ))
                 }
+                AggFn::Mode if d.struct_arg_by() => Some(format!(
+                    "SELECT canonical_id, arg_min(v, {}) AS {col}\n  FROM (\n    SELECT canonical_id, {v} AS v, count(*) AS n\n    FROM {ev}{}\n    GROUP BY canonical_id, {v}\n  ) counted\n  GROUP BY canonical_id",
+                    d.struct_of(&[("n", "-n"), ("v", "v")]),
+                    filtered(&format!("{v} IS NOT NULL"))
+                )),
                 AggFn::Mode => Some(format!(
                     "SELECT canonical_id, v AS {col}\n  FROM (\n    SELECT canonical_id, v,\n           ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY n DESC, v ASC) AS rn\n    FROM (\n      SELECT canonical_id, {v} AS v, count(*) AS n\n      FROM {ev}{}\n      GROUP BY canonical_id, {v}\n    ) counted\n  ) ranked\n  WHERE rn = 1",
                     filtered(&format!("{v} IS NOT NULL"))
@@ -1067,6 +1112,8 @@ impl<'p> Emitter<'p> {
         // Attributes read from sources.
         let mut attr_columns = Vec::new();
         let mut attr_joins = Vec::new();
+        // With struct keys, the attributes of one source are aggregates of one GROUP BY.
+        let mut attr_aggs: BTreeMap<SourceId, Vec<String>> = BTreeMap::new();
         for (i, a) in self.p.attributes.iter().enumerate() {
             if a.entity != id {
                 continue;
@@ -1086,6 +1133,38 @@ impl<'p> Emitter<'p> {
                         alias: None,
                     },
                 );
+                if d.struct_arg_by() {
+                    let present = format!("FILTER (WHERE {v} IS NOT NULL)");
+                    let f = match order_by {
+                        // No order: the greatest value.
+                        None => format!("max({v})"),
+                        // Ordered by the value itself: its greatest (smallest).
+                        Some(c) if matches!(value.kind, ExprKind::Column(x) if x == *c) => {
+                            format!("{}({v})", if *latest { "max" } else { "min" })
+                        }
+                        // Latest: the rows with an order first, then the greatest order, then
+                        // the greatest value.
+                        Some(c) if *latest => {
+                            let t = self.q(&s.columns[c.index()].name);
+                            let key = d.struct_of(&[
+                                ("o", &format!("{t} IS NOT NULL")),
+                                ("t", &t),
+                                ("v", &v),
+                            ]);
+                            format!("arg_max({v}, {key}) {present}")
+                        }
+                        // Earliest: the smallest order, ties to the greatest value, which no
+                        // single struct key orders; an ordered aggregate.
+                        Some(c) => format!(
+                            "first({v} ORDER BY {} ASC NULLS LAST, {v} DESC) {present}",
+                            self.q(&s.columns[c.index()].name)
+                        ),
+                    };
+                    let name = &s.meta.name;
+                    attr_columns.push(format!("as_{name}.attr_{i} AS {}", self.q(&a.meta.name)));
+                    attr_aggs.entry(*source).or_default().push(format!("{f} AS attr_{i}"));
+                    continue;
+                }
                 let dir = if *latest { "DESC" } else { "ASC" };
                 let order = match order_by {
                     Some(c) => format!(
@@ -1120,6 +1199,21 @@ impl<'p> Emitter<'p> {
                     self.q(&cte)
                 ));
             }
+        }
+
+        for (source, aggs) in &attr_aggs {
+            let name = &self.p.sources[source.index()].meta.name;
+            ctes.push((
+                format!("attrs_{name}"),
+                format!(
+                    "SELECT canonical_id,\n         {}\n  FROM {} r\n  WHERE canonical_id IS NOT NULL\n  GROUP BY canonical_id",
+                    aggs.join(",\n         "),
+                    self.source_rows(*source)
+                ),
+            ));
+            attr_joins.push(format!(
+                "LEFT JOIN attrs_{name} as_{name} ON as_{name}.canonical_id = p.canonical_id"
+            ));
         }
 
         // Layer 0: profiles with aggregates, sequences and source attributes.
