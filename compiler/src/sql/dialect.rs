@@ -79,6 +79,13 @@ impl Dialect {
         matches!(self, Dialect::DuckDb)
     }
 
+    /// Whether the values statement numbers its profiles and joins and groups the numbers,
+    /// attaching the canonical id (a 16-character text) once at the end: DuckDB groups 20M
+    /// events by an integer much faster than by a text that does not fit its inlined strings.
+    pub fn numbered_profiles(self) -> bool {
+        matches!(self, Dialect::DuckDb)
+    }
+
     /// A struct of named fields, for [`Self::struct_arg_by`]'s keys.
     pub fn struct_of(self, fields: &[(&str, &str)]) -> String {
         let fields: Vec<String> = fields

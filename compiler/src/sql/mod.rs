@@ -128,6 +128,7 @@ pub fn compile(project: &Project, dialect: Dialect, as_of_micros: i64) -> Progra
         as_of: dialect.timestamp(as_of_micros),
         as_of_text: dialect::format_micros(as_of_micros),
         pit: None,
+        key: "canonical_id".into(),
     };
     let mut steps = Vec::new();
     let mut outputs = Vec::new();
@@ -206,6 +207,7 @@ pub fn training_set(
         as_of: dialect.timestamp(as_of_micros),
         as_of_text: dialect::format_micros(as_of_micros),
         pit: None,
+        key: "canonical_id".into(),
     };
     let mut steps = Vec::new();
     let mut outputs = Vec::new();
@@ -224,6 +226,7 @@ pub fn training_set(
     })
 }
 
+#[derive(Clone)]
 struct Emitter<'p> {
     p: &'p Project,
     d: Dialect,
@@ -233,6 +236,10 @@ struct Emitter<'p> {
     /// Point-in-time mode (training sets): the spine's key; `as_of` is then the `spine_ts`
     /// column of each spine point, and "profiles" are (profile, timestamp) points.
     pit: Option<KeyId>,
+    /// The column that keys the profiles inside the values statement: `canonical_id`, or
+    /// `profile` (a number; `profile_` and so on when a source has a column of that name) when
+    /// the dialect has [`Dialect::numbered_profiles`].
+    key: String,
 }
 
 /// How names print in an expression.
@@ -868,11 +875,38 @@ impl<'p> Emitter<'p> {
     // ---------------------------------------------------------------------- profile
 
     fn profile(&self, id: EntityId, entity: &'p Entity) -> Vec<Statement> {
+        if self.pit.is_none() && self.d.numbered_profiles() && self.key == "canonical_id" {
+            let mut key = "profile".to_string();
+            while self
+                .p
+                .sources
+                .iter()
+                .any(|s| s.columns.iter().any(|c| c.name == key))
+            {
+                key.push('_');
+            }
+            let numbered = Emitter {
+                key,
+                ..self.clone()
+            };
+            return numbered.profile(id, entity);
+        }
         let d = self.d;
         let profile = self.table(entity, "profile");
         let identity = self.table(entity, "identity");
+        let k = self.key.as_str();
         let mut ctes: Vec<(String, String)> = Vec::new();
         match self.pit {
+            None if k != "canonical_id" => {
+                ctes.push((
+                    "profiles".into(),
+                    format!("SELECT canonical_id, ROW_NUMBER() OVER (ORDER BY canonical_id) AS {k}\n  FROM (SELECT DISTINCT canonical_id FROM {identity}) d"),
+                ));
+                ctes.push((
+                    "ids".into(),
+                    format!("SELECT i.key_name, i.key_value, p.{k}\n  FROM {identity} i\n  JOIN profiles p ON p.canonical_id = i.canonical_id"),
+                ));
+            }
             None => ctes.push((
                 "profiles".into(),
                 format!("SELECT DISTINCT canonical_id FROM {identity}"),
@@ -980,7 +1014,7 @@ impl<'p> Emitter<'p> {
                     None
                 }
                 AggFn::CountDistinct => Some(format!(
-                    "SELECT canonical_id, count(*) AS {col}\n  FROM (\n    SELECT canonical_id, {v} AS v\n    FROM {ev}{}\n    GROUP BY canonical_id, {v}\n  ) distinct_values\n  GROUP BY canonical_id",
+                    "SELECT {k}, count(*) AS {col}\n  FROM (\n    SELECT {k}, {v} AS v\n    FROM {ev}{}\n    GROUP BY {k}, {v}\n  ) distinct_values\n  GROUP BY {k}",
                     filtered(&format!("{v} IS NOT NULL"))
                 )),
                 AggFn::First | AggFn::Last
@@ -1004,7 +1038,7 @@ impl<'p> Emitter<'p> {
                         _ => "max_by(",
                     };
                     let key = d.struct_of(&[("t", "event_time"), ("v", &v)]);
-                    let k = match agg.function {
+                    let count = match agg.function {
                         AggFn::FirstK | AggFn::LastK => format!(", {}", agg.k.unwrap_or(1)),
                         _ => String::new(),
                     };
@@ -1013,11 +1047,11 @@ impl<'p> Emitter<'p> {
                         Some(c) => format!("{c} AND {present}"),
                         None => present,
                     };
-                    let call = format!("{f}{v}, {key}{k})");
+                    let call = format!("{f}{v}, {key}{count})");
                     let call = if d.aggregate_filter() {
                         format!("{call} FILTER (WHERE {only})")
                     } else {
-                        format!("{f}CASE WHEN {only} THEN {v} END, {key}{k})")
+                        format!("{f}CASE WHEN {only} THEN {v} END, {key}{count})")
                     };
                     simple.entry(agg.behavior).or_default().push((aid, call));
                     None
@@ -1025,40 +1059,40 @@ impl<'p> Emitter<'p> {
                 AggFn::First | AggFn::Last if d.ordered_first_value() => {
                     let dir = if agg.function == AggFn::First { "ASC" } else { "DESC" };
                     Some(format!(
-                        "SELECT canonical_id, first_value(v ORDER BY event_time {dir}, v {dir}) AS {col}\n  FROM (SELECT canonical_id, event_time, {v} AS v FROM {ev}{}) values_\n  WHERE v IS NOT NULL\n  GROUP BY canonical_id",
+                        "SELECT {k}, first_value(v ORDER BY event_time {dir}, v {dir}) AS {col}\n  FROM (SELECT {k}, event_time, {v} AS v FROM {ev}{}) values_\n  WHERE v IS NOT NULL\n  GROUP BY {k}",
                         filtered("")
                     ))
                 }
                 AggFn::First | AggFn::Last => {
                     let dir = if agg.function == AggFn::First { "ASC" } else { "DESC" };
                     Some(format!(
-                        "SELECT canonical_id, v AS {col}\n  FROM (\n    SELECT canonical_id, v,\n           ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY event_time {dir}, v {dir}) AS rn\n    FROM (SELECT canonical_id, event_time, {v} AS v FROM {ev}{}) values_\n    WHERE v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
+                        "SELECT {k}, v AS {col}\n  FROM (\n    SELECT {k}, v,\n           ROW_NUMBER() OVER (PARTITION BY {k} ORDER BY event_time {dir}, v {dir}) AS rn\n    FROM (SELECT {k}, event_time, {v} AS v FROM {ev}{}) values_\n    WHERE v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
                         filtered("")
                     ))
                 }
                 AggFn::FirstK | AggFn::LastK => {
                     let dir = if agg.function == AggFn::FirstK { "ASC" } else { "DESC" };
-                    let k = agg.k.unwrap_or(1);
+                    let count = agg.k.unwrap_or(1);
                     Some(format!(
-                        "SELECT canonical_id, {} AS {col}\n  FROM (\n    SELECT canonical_id, v,\n           ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY event_time {dir}, v {dir}) AS rn\n    FROM (SELECT canonical_id, event_time, {v} AS v FROM {ev}{}) values_\n    WHERE v IS NOT NULL\n  ) ranked\n  WHERE rn <= {k}\n  GROUP BY canonical_id",
+                        "SELECT {k}, {} AS {col}\n  FROM (\n    SELECT {k}, v,\n           ROW_NUMBER() OVER (PARTITION BY {k} ORDER BY event_time {dir}, v {dir}) AS rn\n    FROM (SELECT {k}, event_time, {v} AS v FROM {ev}{}) values_\n    WHERE v IS NOT NULL\n  ) ranked\n  WHERE rn <= {count}\n  GROUP BY {k}",
                         d.ordered_list_agg("v", "rn"),
                         filtered("")
                     ))
                 }
                 AggFn::Mode if d.struct_arg_by() => Some(format!(
-                    "SELECT canonical_id, arg_min(v, {}) AS {col}\n  FROM (\n    SELECT canonical_id, {v} AS v, count(*) AS n\n    FROM {ev}{}\n    GROUP BY canonical_id, {v}\n  ) counted\n  GROUP BY canonical_id",
+                    "SELECT {k}, arg_min(v, {}) AS {col}\n  FROM (\n    SELECT {k}, {v} AS v, count(*) AS n\n    FROM {ev}{}\n    GROUP BY {k}, {v}\n  ) counted\n  GROUP BY {k}",
                     d.struct_of(&[("n", "-n"), ("v", "v")]),
                     filtered(&format!("{v} IS NOT NULL"))
                 )),
                 AggFn::Mode => Some(format!(
-                    "SELECT canonical_id, v AS {col}\n  FROM (\n    SELECT canonical_id, v,\n           ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY n DESC, v ASC) AS rn\n    FROM (\n      SELECT canonical_id, {v} AS v, count(*) AS n\n      FROM {ev}{}\n      GROUP BY canonical_id, {v}\n    ) counted\n  ) ranked\n  WHERE rn = 1",
+                    "SELECT {k}, v AS {col}\n  FROM (\n    SELECT {k}, v,\n           ROW_NUMBER() OVER (PARTITION BY {k} ORDER BY n DESC, v ASC) AS rn\n    FROM (\n      SELECT {k}, {v} AS v, count(*) AS n\n      FROM {ev}{}\n      GROUP BY {k}, {v}\n    ) counted\n  ) ranked\n  WHERE rn = 1",
                     filtered(&format!("{v} IS NOT NULL"))
                 )),
             };
             if let Some(sql) = own_cte {
                 ctes.push((format!("agg_{i}_{}", agg.function.name()), sql));
                 joins.push(format!(
-                    "LEFT JOIN agg_{i}_{} x_{i} ON x_{i}.canonical_id = p.canonical_id",
+                    "LEFT JOIN agg_{i}_{} x_{i} ON x_{i}.{k} = p.{k}",
                     agg.function.name()
                 ));
                 alias_of.insert(aid, format!("x_{i}"));
@@ -1074,16 +1108,14 @@ impl<'p> Emitter<'p> {
             ctes.push((
                 name.clone(),
                 format!(
-                    "SELECT canonical_id,\n         {}\n  FROM ev_{}\n  GROUP BY canonical_id",
+                    "SELECT {k},\n         {}\n  FROM ev_{}\n  GROUP BY {k}",
                     cols.join(",\n         "),
                     beh.meta.name
                 ),
             ));
             // Every simple aggregate of this behavior reads from the same CTE, joined once.
             let alias = format!("b_{}", b.0);
-            joins.push(format!(
-                "LEFT JOIN {name} {alias} ON {alias}.canonical_id = p.canonical_id"
-            ));
+            joins.push(format!("LEFT JOIN {name} {alias} ON {alias}.{k} = p.{k}"));
             for (a, _) in aggs {
                 alias_of.insert(*a, alias.clone());
             }
@@ -1106,7 +1138,7 @@ impl<'p> Emitter<'p> {
                 continue;
             }
             ctes.push((format!("seq_{i}_members"), self.sequence(seq)));
-            seq_columns.push(format!("(s_{i}.canonical_id IS NOT NULL) AS seq_{i}"));
+            seq_columns.push(format!("(s_{i}.{k} IS NOT NULL) AS seq_{i}"));
         }
 
         // Attributes read from sources.
@@ -1162,7 +1194,10 @@ impl<'p> Emitter<'p> {
                     };
                     let name = &s.meta.name;
                     attr_columns.push(format!("as_{name}.attr_{i} AS {}", self.q(&a.meta.name)));
-                    attr_aggs.entry(*source).or_default().push(format!("{f} AS attr_{i}"));
+                    attr_aggs
+                        .entry(*source)
+                        .or_default()
+                        .push(format!("{f} AS attr_{i}"));
                     continue;
                 }
                 let dir = if *latest { "DESC" } else { "ASC" };
@@ -1183,19 +1218,19 @@ impl<'p> Emitter<'p> {
                 );
                 let query = if d.ordered_first_value() {
                     format!(
-                        "SELECT canonical_id, first_value(v ORDER BY {order}) AS v\n  FROM (SELECT canonical_id, {columns} FROM {} src) r\n  WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  GROUP BY canonical_id",
+                        "SELECT {k}, first_value(v ORDER BY {order}) AS v\n  FROM (SELECT {k}, {columns} FROM {} src) r\n  WHERE {k} IS NOT NULL AND v IS NOT NULL\n  GROUP BY {k}",
                         self.source_rows(*source)
                     )
                 } else {
                     format!(
-                        "SELECT canonical_id, v\n  FROM (\n    SELECT canonical_id, v, ROW_NUMBER() OVER (PARTITION BY canonical_id ORDER BY {order}) AS rn\n    FROM (SELECT canonical_id, {columns} FROM {} src) r\n    WHERE canonical_id IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
+                        "SELECT {k}, v\n  FROM (\n    SELECT {k}, v, ROW_NUMBER() OVER (PARTITION BY {k} ORDER BY {order}) AS rn\n    FROM (SELECT {k}, {columns} FROM {} src) r\n    WHERE {k} IS NOT NULL AND v IS NOT NULL\n  ) ranked\n  WHERE rn = 1",
                         self.source_rows(*source)
                     )
                 };
                 ctes.push((cte.clone(), query));
                 attr_columns.push(format!("a_{i}.v AS {}", self.q(&a.meta.name)));
                 attr_joins.push(format!(
-                    "LEFT JOIN {} a_{i} ON a_{i}.canonical_id = p.canonical_id",
+                    "LEFT JOIN {} a_{i} ON a_{i}.{k} = p.{k}",
                     self.q(&cte)
                 ));
             }
@@ -1206,13 +1241,13 @@ impl<'p> Emitter<'p> {
             ctes.push((
                 format!("attrs_{name}"),
                 format!(
-                    "SELECT canonical_id,\n         {}\n  FROM {} r\n  WHERE canonical_id IS NOT NULL\n  GROUP BY canonical_id",
+                    "SELECT {k},\n         {}\n  FROM {} r\n  WHERE {k} IS NOT NULL\n  GROUP BY {k}",
                     aggs.join(",\n         "),
                     self.source_rows(*source)
                 ),
             ));
             attr_joins.push(format!(
-                "LEFT JOIN attrs_{name} as_{name} ON as_{name}.canonical_id = p.canonical_id"
+                "LEFT JOIN attrs_{name} as_{name} ON as_{name}.{k} = p.{k}"
             ));
         }
 
@@ -1405,7 +1440,13 @@ impl<'p> Emitter<'p> {
     /// the canonical id of their strongest key.
     fn rows_query(&self, entity: &'p Entity, source: SourceId, bindings: &[&KeyBinding]) -> String {
         let d = self.d;
-        let identity = self.table(entity, "identity");
+        // Numbered profiles: the identifiers with their profile's number (the `ids` CTE).
+        let identity = if self.key == "canonical_id" {
+            self.table(entity, "identity")
+        } else {
+            "ids".to_string()
+        };
+        let k = self.key.as_str();
         let s = &self.p.sources[source.index()];
         let mut joins = Vec::new();
         let mut ids = Vec::new();
@@ -1417,7 +1458,7 @@ impl<'p> Emitter<'p> {
                 d.string(&key.name),
                 self.key_value(entity, b, "s")
             ));
-            ids.push(format!("{alias}.canonical_id"));
+            ids.push(format!("{alias}.{k}"));
         }
         let cols: Vec<String> = s
             .columns
@@ -1437,7 +1478,7 @@ impl<'p> Emitter<'p> {
             .map(|w| format!("\n  WHERE {w}"))
             .unwrap_or_default();
         format!(
-            "SELECT {id_expr} AS canonical_id, {}\n  FROM {} s\n{}{where_}",
+            "SELECT {id_expr} AS {k}, {}\n  FROM {} s\n{}{where_}",
             cols.join(", "),
             self.q(&s.table),
             joins.join("\n")
@@ -1519,7 +1560,7 @@ impl<'p> Emitter<'p> {
                 continue;
             }
             let mut conds = vec![
-                "canonical_id IS NOT NULL".to_string(),
+                format!("{} IS NOT NULL", self.key),
                 format!("{} <= {}", self.q(&time.name), self.as_of),
             ];
             if let Some(f) = &beh.filter {
@@ -1534,7 +1575,8 @@ impl<'p> Emitter<'p> {
             ctes.push((
                 format!("ev_{}", beh.meta.name),
                 format!(
-                    "SELECT canonical_id, {time_col} AS event_time, {}\n  FROM rows_{}\n  WHERE {}",
+                    "SELECT {}, {time_col} AS event_time, {}\n  FROM rows_{}\n  WHERE {}",
+                    &self.key,
                     cols.join(", "),
                     s.meta.name,
                     conds.join("\n    AND ")
@@ -1703,7 +1745,7 @@ impl<'p> Emitter<'p> {
             let (prev, cur) = (ALIASES[n.min(7)], ALIASES[(n + 1).min(7)]);
             let within = self.d.interval(t.within_ms);
             let mut on = vec![
-                format!("{cur}.canonical_id = {prev}.canonical_id"),
+                format!("{cur}.{k} = {prev}.{k}", k = &self.key),
                 format!("{cur}.event_time > {prev}.event_time"),
                 format!("{cur}.event_time <= {prev}.event_time + {within}"),
             ];
@@ -1733,7 +1775,7 @@ impl<'p> Emitter<'p> {
         } else {
             format!("\n  WHERE {}", conds.join("\n    AND "))
         };
-        format!("SELECT DISTINCT e0.canonical_id\n  FROM {from}{where_}")
+        format!("SELECT DISTINCT e0.{}\n  FROM {from}{where_}", self.key)
     }
 
     fn sequence_joins(&self, entity: EntityId) -> Vec<String> {
@@ -1743,7 +1785,10 @@ impl<'p> Emitter<'p> {
             .enumerate()
             .filter(|(_, s)| self.p.behaviors[s.first.behavior.index()].entity == entity)
             .map(|(i, _)| {
-                format!("LEFT JOIN seq_{i}_members s_{i} ON s_{i}.canonical_id = p.canonical_id")
+                format!(
+                    "LEFT JOIN seq_{i}_members s_{i} ON s_{i}.{k} = p.{k}",
+                    k = &self.key
+                )
             })
             .collect()
     }

@@ -71,3 +71,52 @@ fn retail_training_set_sql() {
         .unwrap_err();
     assert!(err.contains("no key `phone`"), "{err}");
 }
+
+/// DuckDB numbers the profiles inside the values statement; the number's column must not take
+/// the name of a source column the definitions read (here `profile` and `profile_`).
+#[test]
+fn numbered_profiles_avoid_source_column_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("project.cdp"),
+        r#"
+source visits {
+  time ts
+  columns {
+    visitor: string
+    profile: string?
+    profile_: int?
+    ts: timestamp
+  }
+}
+
+entity visitor {
+  key visitor
+  from visits { visitor = visitor }
+}
+
+behavior visit of visitor = visits
+
+feature last_profile of visitor = last(visit.profile)
+
+feature pages of visitor = sum(visit.profile_)
+"#,
+    )
+    .expect("write project");
+    let checked = crate::check(&crate::load_project(dir.path()).expect("project loads"));
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let ir = crate::lower(&checked).expect("project lowers");
+    let duckdb = compile(&ir, Dialect::DuckDb, AS_OF).to_script();
+    assert!(
+        duckdb.contains("ROW_NUMBER() OVER (ORDER BY canonical_id) AS profile__\n"),
+        "{duckdb}"
+    );
+    assert!(
+        duckdb.contains("SELECT k0.profile__ AS profile__, s.visitor, s.profile, s.profile_, s.ts"),
+        "{duckdb}"
+    );
+    assert!(duckdb.contains("GROUP BY profile__"), "{duckdb}");
+    // The other dialects key the values statement by the canonical id.
+    let postgres = compile(&ir, Dialect::Postgres, AS_OF).to_script();
+    assert!(!postgres.contains("profile__"), "{postgres}");
+}
