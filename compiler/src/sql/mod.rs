@@ -623,10 +623,22 @@ impl<'p> Emitter<'p> {
         let mut record_selects = Vec::new();
         for (source, bindings) in &sources {
             let s = &self.p.sources[source.index()];
-            let mut cols = vec![format!("{} AS seen_at", self.seen_at(*source, "s"))];
+            // Events repeat their keys: one record per distinct combination, first seen when.
+            let distinct = d.distinct_records() && s.time.is_some();
+            let seen_at = self.seen_at(*source, "s");
+            let mut cols = vec![if distinct {
+                format!("min({seen_at}) AS seen_at")
+            } else {
+                format!("{seen_at} AS seen_at")
+            }];
+            let mut group_by = Vec::new();
             for (k, key) in entity.keys.iter().enumerate() {
                 let value = match bindings.iter().find(|b| b.key.index() == k) {
-                    Some(b) => self.key_value(entity, b, "s"),
+                    Some(b) => {
+                        let v = self.key_value(entity, b, "s");
+                        group_by.push(v.clone());
+                        v
+                    }
                     None => format!("CAST(NULL AS {string})"),
                 };
                 cols.push(format!("{value} AS {}", self.q(&format!("k_{}", key.name))));
@@ -635,8 +647,13 @@ impl<'p> Emitter<'p> {
                 .visible(*source, "s")
                 .map(|w| format!("\nWHERE {w}"))
                 .unwrap_or_default();
+            let group_by = if distinct {
+                format!("\nGROUP BY {}", group_by.join(", "))
+            } else {
+                String::new()
+            };
             record_selects.push(format!(
-                "SELECT {}\nFROM {} s{where_}",
+                "SELECT {}\nFROM {} s{where_}{group_by}",
                 cols.join(",\n       "),
                 self.q(&s.table)
             ));
