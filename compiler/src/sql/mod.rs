@@ -1740,6 +1740,9 @@ impl<'p> Emitter<'p> {
 
     /// Profiles for which `did a then b within D …` holds.
     fn sequence(&self, seq: &Sequence) -> String {
+        if self.d.asof_join() && self.pit.is_none() {
+            return self.sequence_asof(seq);
+        }
         let ev = |b: BehaviorId| format!("ev_{}", self.p.behaviors[b.index()].meta.name);
         let row = |b: BehaviorId, alias: &'static str| Scope::Row {
             source: self.p.behaviors[b.index()].source,
@@ -1793,6 +1796,78 @@ impl<'p> Emitter<'p> {
             format!("\n  WHERE {}", conds.join("\n    AND "))
         };
         format!("SELECT DISTINCT e0.{}\n  FROM {from}{where_}", self.key)
+    }
+
+    /// A sequence as ASOF joins, from its last step back ([`Dialect::asof_join`]): an event of
+    /// a step qualifies when the first qualifying event of the next step after it comes within
+    /// that step's `within` (for `then not`, when none does), which is the same as some
+    /// qualifying event coming within it. The profiles with a qualifying first event are the
+    /// members.
+    fn sequence_asof(&self, seq: &Sequence) -> String {
+        let k = &self.key;
+        let steps: Vec<&SequenceStep> = std::iter::once(&seq.first)
+            .chain(seq.then.iter().map(|t| &t.step))
+            .collect();
+        // The qualifying events of the step after the current one, as a query.
+        let mut next: Option<String> = None;
+        for (i, step) in steps.iter().enumerate().rev() {
+            let a = format!("e{i}");
+            let beh = &self.p.behaviors[step.behavior.index()];
+            let mut from = format!("ev_{} {a}", beh.meta.name);
+            let mut conds = Vec::new();
+            if let Some(f) = &step.filter {
+                conds.push(self.expr(
+                    f,
+                    &Scope::Row {
+                        source: beh.source,
+                        alias: Some(&a),
+                    },
+                ));
+            }
+            if let Some(q) = next.take() {
+                let t = &seq.then[i];
+                let b = format!("e{}", i + 1);
+                let within = self.d.interval(t.within_ms);
+                let join = if t.negated {
+                    "ASOF LEFT JOIN"
+                } else {
+                    "ASOF JOIN"
+                };
+                let q = q.replace('\n', "\n  ");
+                let _ = write!(
+                    from,
+                    "\n  {join} (\n    {q}\n  ) {b} ON {b}.{k} = {a}.{k} AND {b}.event_time > {a}.event_time"
+                );
+                if t.negated {
+                    conds.push(format!("{a}.event_time + {within} <= {}", self.as_of));
+                    conds.push(format!(
+                        "({b}.event_time IS NULL OR {b}.event_time > {a}.event_time + {within})"
+                    ));
+                } else {
+                    conds.push(format!("{b}.event_time <= {a}.event_time + {within}"));
+                }
+            }
+            // Every step comes after the first, so inside the window too.
+            if let Some(w) = seq.window_ms {
+                conds.push(format!(
+                    "{a}.event_time > {} - {}",
+                    self.as_of,
+                    self.d.interval(w)
+                ));
+            }
+            let select = if i == 0 {
+                format!("SELECT DISTINCT e0.{k}")
+            } else {
+                format!("SELECT {a}.{k}, {a}.event_time")
+            };
+            let where_ = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("\n  WHERE {}", conds.join("\n    AND "))
+            };
+            next = Some(format!("{select}\n  FROM {from}{where_}"));
+        }
+        next.unwrap_or_default()
     }
 
     fn sequence_joins(&self, entity: EntityId) -> Vec<String> {
