@@ -674,8 +674,13 @@ impl<'p> Emitter<'p> {
                 "{}CREATE TABLE {records} AS\n{}",
                 self.header(
                     &format!(
-                        "{}: normalized key values of every record seen up to the as-of time",
-                        entity.meta.name
+                        "{}: normalized key values of {} seen up to the as-of time",
+                        entity.meta.name,
+                        if d.distinct_records() {
+                            "the records (of a source with a time: each distinct combination once)"
+                        } else {
+                            "every record"
+                        }
                     ),
                     &[&entity.meta.name]
                 ),
@@ -857,9 +862,10 @@ impl<'p> Emitter<'p> {
         }));
         let identity_sql = format!(
             "{}CREATE TABLE {identity} AS\nWITH {members}\n\
-             SELECT m.key_name, m.key_value, coalesce(c.old_id, substr({}, 1, 16)) AS canonical_id\nFROM members m\nJOIN {claims} c ON c.label = m.label AND c.rank_in_profile = 1",
+             SELECT m.key_name, m.key_value, p.canonical_id\nFROM members m\n\
+             JOIN (\n  -- each profile's id, computed once per profile\n  SELECT c.label, {} AS canonical_id\n  FROM {claims} c\n  WHERE c.rank_in_profile = 1\n) p ON p.label = m.label",
             self.header(&format!("{}: the canonical id of every identifier", entity.meta.name), &[&entity.meta.name]),
-            d.md5_hex("c.anchor"),
+            self.claimed_id("c"),
         );
         outputs.push(unquote(&identity));
         steps.push(Step::Create(Statement {
@@ -889,6 +895,15 @@ impl<'p> Emitter<'p> {
         }
     }
 
+    /// The canonical id a profile's first claim (`rank_in_profile = 1` in `<e>_id_claims`, here
+    /// under `alias`) gives it: the old id it keeps, or the start of its anchor's MD5.
+    fn claimed_id(&self, alias: &str) -> String {
+        format!(
+            "coalesce({alias}.old_id, substr({}, 1, 16))",
+            self.d.md5_hex(&format!("{alias}.anchor"))
+        )
+    }
+
     // ---------------------------------------------------------------------- profile
 
     fn profile(&self, id: EntityId, entity: &'p Entity) -> Vec<Statement> {
@@ -914,14 +929,23 @@ impl<'p> Emitter<'p> {
         let k = self.key.as_str();
         let mut ctes: Vec<(String, String)> = Vec::new();
         match self.pit {
+            // Numbered profiles: a profile's number is its component's label, so the
+            // identifiers take it from the components table by integer joins, and only the
+            // profiles (one per label) carry their canonical id, the one identity gives them.
             None if k != "canonical_id" => {
+                let claims = self.table(entity, "id_claims");
+                let nodes = self.table(entity, "id_nodes");
+                let cc = self.table(entity, "id_cc");
                 ctes.push((
                     "profiles".into(),
-                    format!("SELECT canonical_id, ROW_NUMBER() OVER (ORDER BY canonical_id) AS {k}\n  FROM (SELECT DISTINCT canonical_id FROM {identity}) d"),
+                    format!(
+                        "SELECT c.label AS {k}, {} AS canonical_id\n  FROM {claims} c\n  WHERE c.rank_in_profile = 1",
+                        self.claimed_id("c")
+                    ),
                 ));
                 ctes.push((
                     "ids".into(),
-                    format!("SELECT i.key_name, i.key_value, p.{k}\n  FROM {identity} i\n  JOIN profiles p ON p.canonical_id = i.canonical_id"),
+                    format!("SELECT n.key_name, n.key_value, c.label AS {k}\n  FROM {nodes} n\n  JOIN {cc} c ON c.node = n.id"),
                 ));
             }
             None => ctes.push((
@@ -1446,7 +1470,7 @@ impl<'p> Emitter<'p> {
                     table: unquote(&table),
                     sql: format!(
                         "{header}CREATE TABLE {table} AS\n{}",
-                        self.rows_query(entity, *source, bindings)
+                        self.rows_query(entity, *source, bindings, None)
                     ),
                 }
             })
@@ -1454,8 +1478,15 @@ impl<'p> Emitter<'p> {
     }
 
     /// The rows of a source visible at the as-of time (all of them for a training set), with
-    /// the canonical id of their strongest key.
-    fn rows_query(&self, entity: &'p Entity, source: SourceId, bindings: &[&KeyBinding]) -> String {
+    /// the canonical id of their strongest key; with `wanted` (see [`Self::rows_wanted`]), only
+    /// the rows that meet it.
+    fn rows_query(
+        &self,
+        entity: &'p Entity,
+        source: SourceId,
+        bindings: &[&KeyBinding],
+        wanted: Option<&str>,
+    ) -> String {
         let d = self.d;
         // Numbered profiles: the identifiers with their profile's number (the `ids` CTE).
         let identity = if self.key == "canonical_id" {
@@ -1489,11 +1520,17 @@ impl<'p> Emitter<'p> {
             format!("COALESCE({})", ids.join(", "))
         };
         // In point-in-time mode each spine point sees the rows up to its own time instead.
-        let where_ = self
+        let conds: Vec<String> = self
             .visible(source, "s")
             .filter(|_| self.pit.is_none())
-            .map(|w| format!("\n  WHERE {w}"))
-            .unwrap_or_default();
+            .into_iter()
+            .chain(wanted.map(str::to_string))
+            .collect();
+        let where_ = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("\n  WHERE {}", conds.join("\n    AND "))
+        };
         format!(
             "SELECT {id_expr} AS {k}, {}\n  FROM {} s\n{}{where_}",
             cols.join(", "),
@@ -1508,7 +1545,7 @@ impl<'p> Emitter<'p> {
     fn event_ctes(
         &self,
         entity: &'p Entity,
-        behaviors: &[BehaviorId],
+        behaviors: &[(BehaviorId, Option<u64>)],
         all_sources: bool,
     ) -> Vec<(String, String)> {
         let mut ctes = Vec::new();
@@ -1517,7 +1554,7 @@ impl<'p> Emitter<'p> {
             if !all_sources
                 && !behaviors
                     .iter()
-                    .any(|b| self.p.behaviors[b.index()].source == *source)
+                    .any(|(b, _)| self.p.behaviors[b.index()].source == *source)
             {
                 continue;
             }
@@ -1528,25 +1565,17 @@ impl<'p> Emitter<'p> {
                     self.table(entity, &format!("rows_{name}"))
                 )
             } else {
-                self.rows_query(entity, *source, bindings)
+                let wanted = self.rows_wanted(*source, behaviors, all_sources);
+                self.rows_query(entity, *source, bindings, wanted.as_deref())
             };
             ctes.push((format!("rows_{name}"), query));
         }
 
         // Events of each behavior of the entity that something reads.
-        for b in behaviors {
+        for (b, horizon) in behaviors {
             let beh = &self.p.behaviors[b.index()];
             let s = &self.p.sources[beh.source.index()];
             let time = &s.columns[beh.time.index()];
-            let time_col = if time.ty == Type::Date {
-                format!(
-                    "CAST({} AS {})",
-                    self.q(&time.name),
-                    self.d.type_name(&Type::Timestamp)
-                )
-            } else {
-                self.q(&time.name)
-            };
             let cols: Vec<String> = s
                 .columns
                 .iter()
@@ -1568,7 +1597,8 @@ impl<'p> Emitter<'p> {
                 ctes.push((
                     format!("ev_{}", beh.meta.name),
                     format!(
-                        "SELECT p.pit_id AS canonical_id, p.spine_ts, r.{time_col} AS event_time, {}\n  FROM spine_points p\n  JOIN rows_{} r ON r.canonical_id = p.canonical_id\n  WHERE {}",
+                        "SELECT p.pit_id AS canonical_id, p.spine_ts, {} AS event_time, {}\n  FROM spine_points p\n  JOIN rows_{} r ON r.canonical_id = p.canonical_id\n  WHERE {}",
+                        self.event_time(*b, Some("r")),
                         cols.join(", "),
                         s.meta.name,
                         conds.join("\n    AND ")
@@ -1589,11 +1619,16 @@ impl<'p> Emitter<'p> {
                     },
                 ));
             }
+            // Only the events some window (or sequence) of the statement can count.
+            if let Some(h) = horizon {
+                conds.push(self.within_horizon(*b, None, *h));
+            }
             ctes.push((
                 format!("ev_{}", beh.meta.name),
                 format!(
-                    "SELECT {}, {time_col} AS event_time, {}\n  FROM rows_{}\n  WHERE {}",
+                    "SELECT {}, {} AS event_time, {}\n  FROM rows_{}\n  WHERE {}",
                     &self.key,
+                    self.event_time(*b, None),
                     cols.join(", "),
                     s.meta.name,
                     conds.join("\n    AND ")
@@ -1602,6 +1637,85 @@ impl<'p> Emitter<'p> {
         }
 
         ctes
+    }
+
+    /// A behavior's event time (its source's time column, a date as a timestamp), of the row
+    /// under `alias`.
+    fn event_time(&self, behavior: BehaviorId, alias: Option<&str>) -> String {
+        let beh = &self.p.behaviors[behavior.index()];
+        let time = &self.p.sources[beh.source.index()].columns[beh.time.index()];
+        let col = match alias {
+            Some(a) => format!("{a}.{}", self.q(&time.name)),
+            None => self.q(&time.name),
+        };
+        if time.ty == Type::Date {
+            format!("CAST({col} AS {})", self.d.type_name(&Type::Timestamp))
+        } else {
+            col
+        }
+    }
+
+    /// The condition that a behavior's event (the row under `alias`) is inside the last
+    /// `horizon_ms` before the as-of time, written as the windows write theirs.
+    fn within_horizon(&self, behavior: BehaviorId, alias: Option<&str>, horizon_ms: u64) -> String {
+        format!(
+            "{} > {} - {}",
+            self.event_time(behavior, alias),
+            self.as_of,
+            self.d.interval(horizon_ms)
+        )
+    }
+
+    /// The rows of `source` that a statement reads when only `behaviors` (with their horizons,
+    /// see [`Self::used_behaviors`]) and, with `attributes`, the attributes over the source
+    /// read them: those that are an event some behavior counts (its `where`, inside its
+    /// horizon). None when something reads every row: a behavior without `where` or horizon,
+    /// or an attribute. The join to the identifiers then skips the rows no event wants; the
+    /// events keep their own conditions, so this changes no result.
+    fn rows_wanted(
+        &self,
+        source: SourceId,
+        behaviors: &[(BehaviorId, Option<u64>)],
+        attributes: bool,
+    ) -> Option<String> {
+        let read_by_attribute = self.p.attributes.iter().any(
+            |a| matches!(&a.value, AttributeValue::FromSource { source: s, .. } if *s == source),
+        );
+        if attributes && read_by_attribute {
+            return None;
+        }
+        let row = Scope::Row {
+            source,
+            alias: Some("s"),
+        };
+        let mut wanted: Vec<String> = Vec::new();
+        for (b, horizon) in behaviors {
+            let beh = &self.p.behaviors[b.index()];
+            if beh.source != source {
+                continue;
+            }
+            let mut parts = Vec::new();
+            if let Some(f) = &beh.filter {
+                parts.push(self.expr(f, &row));
+            }
+            // A training set's points each have their own time: no horizon.
+            if let Some(h) = horizon.filter(|_| self.pit.is_none()) {
+                parts.push(self.within_horizon(*b, Some("s"), h));
+            }
+            let condition = match parts.len() {
+                0 => return None,
+                1 => parts.remove(0),
+                _ => format!("({})", parts.join(" AND ")),
+            };
+            if !wanted.contains(&condition) {
+                wanted.push(condition);
+            }
+        }
+        match wanted.len() {
+            0 => None,
+            1 => wanted.pop(),
+            _ => Some(format!("({})", wanted.join(" OR "))),
+        }
     }
 
     fn profile_value_name(&self, v: ProfileValue, entity: EntityId) -> Option<&str> {
@@ -1703,19 +1817,32 @@ impl<'p> Emitter<'p> {
         depth
     }
 
-    fn used_behaviors(&self, entity: EntityId) -> Vec<BehaviorId> {
-        let mut used: Vec<BehaviorId> = Vec::new();
+    /// The behaviors of the entity that the profile reads, each with how far back before the
+    /// as-of time its events count: the longest window of the aggregates and sequences reading
+    /// it (a sequence's later steps come after its first, so inside its window too), or None
+    /// when one of them reads all time.
+    fn used_behaviors(&self, entity: EntityId) -> Vec<(BehaviorId, Option<u64>)> {
+        let mut used: BTreeMap<BehaviorId, Option<u64>> = BTreeMap::new();
+        let mut read = |b: BehaviorId, window: Option<u64>| {
+            if self.p.behaviors[b.index()].entity != entity {
+                return;
+            }
+            let horizon = used.entry(b).or_insert(window);
+            *horizon = match (*horizon, window) {
+                (Some(a), Some(w)) => Some(a.max(w)),
+                _ => None,
+            };
+        };
         for a in &self.p.aggregates {
-            used.push(a.behavior);
+            read(a.behavior, a.window_ms);
         }
         for s in &self.p.sequences {
-            used.push(s.first.behavior);
-            used.extend(s.then.iter().map(|t| t.step.behavior));
+            read(s.first.behavior, s.window_ms);
+            for t in &s.then {
+                read(t.step.behavior, s.window_ms);
+            }
         }
-        used.retain(|b| self.p.behaviors[b.index()].entity == entity);
-        used.sort();
-        used.dedup();
-        used
+        used.into_iter().collect()
     }
 
     /// The condition an event must meet to count: inside the window and the `where`.
@@ -2286,6 +2413,8 @@ impl<'p> Emitter<'p> {
         }
         let behaviors: Vec<BehaviorId> = event_cols.keys().copied().collect();
         let mut ctes = vec![("members".to_string(), members)];
+        let behaviors: Vec<(BehaviorId, Option<u64>)> =
+            behaviors.into_iter().map(|b| (b, None)).collect();
         ctes.extend(self.event_ctes(entity, &behaviors, false));
         let list: Vec<String> = segments
             .iter()
