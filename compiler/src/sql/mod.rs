@@ -700,13 +700,14 @@ impl<'p> Emitter<'p> {
                 )
             })
             .collect();
-        // Each identifier gets a number (in the order of key and value): the edges and the
-        // components loop join and group numbers, and only a profile's anchor is ever written
-        // as its `key:value` text.
+        // Each identifier gets a number: the edges and the components loop join and group
+        // numbers, and only a profile's anchor is ever written as its `key:value` text. The
+        // numbers follow the order that picks a profile's anchor (seen first, then by key
+        // priority, then by value), so a component's label, its smallest number, is its anchor.
         let nodes_sql = format!(
             "{}CREATE TABLE {nodes} AS\nWITH observations AS (\n{}\n),\n\
              identifiers AS (\n  SELECT key_name, key_value, min(priority) AS priority, min(seen_at) AS first_seen\n  FROM observations\n  GROUP BY key_name, key_value\n)\n\
-             SELECT key_name, key_value, priority, first_seen, ROW_NUMBER() OVER (ORDER BY key_name, key_value) AS id\nFROM identifiers",
+             SELECT key_name, key_value, priority, first_seen, ROW_NUMBER() OVER (ORDER BY first_seen, priority, key_value, key_name) AS id\nFROM identifiers",
             self.header(&format!("{}: identifiers (normalized key values) and when each was first seen", entity.meta.name), &[]),
             node_selects.join("\n  UNION ALL\n"),
         );
@@ -849,7 +850,7 @@ impl<'p> Emitter<'p> {
         let anchor_text = d.concat2(&d.concat2("key_name", &d.string(":")), "key_value");
         let claims_sql = format!(
             "{}CREATE TABLE {claims} AS\nWITH {members},\n\
-             anchors AS (\n  SELECT label, {anchor_text} AS anchor\n  FROM (\n    SELECT label, key_name, key_value,\n           ROW_NUMBER() OVER (PARTITION BY label ORDER BY first_seen, priority, key_value) AS rn\n    FROM members\n  ) ranked\n  WHERE rn = 1\n),\n\
+             anchors AS (\n  -- a label is the smallest number in its component, and identifiers are numbered in anchor order\n  SELECT c.label, {anchor_text} AS anchor\n  FROM {cc} c\n  JOIN {nodes} n ON n.id = c.node\n  WHERE c.node = c.label\n),\n\
              previous AS (\n  -- the ids the members of each profile had after the previous run\n  SELECT m.label, p.canonical_id, min(m.first_seen) AS seen\n  FROM members m\n  JOIN {previous_ids} p ON p.key_name = m.key_name AND p.key_value = m.key_value\n  GROUP BY m.label, p.canonical_id\n),\n\
              claimed AS (\n  -- an old id stays with one profile only (after a split: the one holding its identifier seen first)\n  SELECT label, canonical_id, seen\n  FROM (\n    SELECT pr.label, pr.canonical_id, pr.seen,\n           ROW_NUMBER() OVER (PARTITION BY pr.canonical_id ORDER BY pr.seen, a.anchor) AS rn\n    FROM previous pr\n    JOIN anchors a ON a.label = pr.label\n  ) ranked\n  WHERE rn = 1\n)\n\
              -- per profile: its anchor, and each old id it keeps, the one seen first surviving\n\
@@ -1400,7 +1401,7 @@ impl<'p> Emitter<'p> {
                 self.header(&format!("{}: the profile table", entity.meta.name), &[]),
                 final_cols.join(",\n       ")
             );
-            let mut statements = self.rows_statements(entity);
+            let mut statements = self.rows_statements(id, entity);
             statements.push(Statement {
                 table: unquote(&values),
                 sql,
@@ -1449,10 +1450,17 @@ impl<'p> Emitter<'p> {
     }
 
     /// The statements building `<entity>_rows_<source>` for every bound source, when
-    /// [`Self::rows_as_tables`].
-    fn rows_statements(&self, entity: &'p Entity) -> Vec<Statement> {
+    /// [`Self::rows_as_tables`]: the rows that the values statement or a KPI reads.
+    fn rows_statements(&self, id: EntityId, entity: &'p Entity) -> Vec<Statement> {
         if !self.rows_as_tables() {
             return Vec::new();
+        }
+        let mut readers = self.used_behaviors(id);
+        for b in self.kpi_behaviors(id) {
+            match readers.iter_mut().find(|(r, _)| *r == b) {
+                Some((_, horizon)) => *horizon = None,
+                None => readers.push((b, None)),
+            }
         }
         self.bound_sources(entity)
             .iter()
@@ -1466,11 +1474,12 @@ impl<'p> Emitter<'p> {
                     ),
                     &[],
                 );
+                let wanted = self.rows_wanted(*source, &readers, true);
                 Statement {
                     table: unquote(&table),
                     sql: format!(
                         "{header}CREATE TABLE {table} AS\n{}",
-                        self.rows_query(entity, *source, bindings, None)
+                        self.rows_query(entity, *source, bindings, wanted.as_deref())
                     ),
                 }
             })
@@ -1843,6 +1852,30 @@ impl<'p> Emitter<'p> {
             }
         }
         used.into_iter().collect()
+    }
+
+    /// The behaviors whose events the entity's KPIs count (over any period: all time).
+    fn kpi_behaviors(&self, entity: EntityId) -> Vec<BehaviorId> {
+        fn walk(x: &MeasureExpr, out: &mut Vec<BehaviorId>) {
+            match x {
+                MeasureExpr::OverEvents { behavior, .. } => out.push(*behavior),
+                MeasureExpr::Binary { left, right, .. } => {
+                    walk(left, out);
+                    walk(right, out);
+                }
+                MeasureExpr::Neg(inner) => walk(inner, out),
+                MeasureExpr::Population
+                | MeasureExpr::OverMembers { .. }
+                | MeasureExpr::Literal(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        for m in self.p.metrics.iter().filter(|m| m.entity == entity) {
+            for measure in &m.measures {
+                walk(&measure.value, &mut out);
+            }
+        }
+        out
     }
 
     /// The condition an event must meet to count: inside the window and the `where`.
