@@ -117,3 +117,67 @@ feature pages of visitor = sum(visit.profile_)
     let postgres = compile(&ir, Dialect::Postgres, AS_OF).to_script();
     assert!(!postgres.contains("profile__"), "{postgres}");
 }
+
+/// Compiles a one-file project for PostgreSQL (rows inline in the values statement) and for
+/// DataFusion (rows as tables of their own).
+fn compile_text(text: &str) -> (String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("project.cdp"), text).expect("write project");
+    let checked = crate::check(&crate::load_project(dir.path()).expect("project loads"));
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let ir = crate::lower(&checked).expect("project lowers");
+    (
+        compile(&ir, Dialect::Postgres, AS_OF).to_script(),
+        compile(&ir, Dialect::DataFusion, AS_OF).to_script(),
+    )
+}
+
+const CLICKS: &str = r#"
+source clicks {
+  time ts
+  columns {
+    visitor: string
+    kind: string
+    ts: timestamp
+  }
+}
+
+entity visitor {
+  key visitor
+  from clicks { visitor = visitor }
+}
+
+behavior buy of visitor = clicks where kind = "buy"
+behavior look of visitor = clicks where kind = "look"
+
+feature buys_7d of visitor = count(buy) over 7d
+feature looks of visitor = count(look)
+"#;
+
+/// The rows of a source keep only the events some behavior counts: its `where`, and inside the
+/// longest window of its readers when all of them are windowed. Each event CTE keeps its own
+/// horizon too.
+#[test]
+fn rows_keep_only_the_events_a_behavior_counts() {
+    let (postgres, datafusion) = compile_text(CLICKS);
+    for sql in [&postgres, &datafusion] {
+        assert!(
+            sql.contains("    AND (((s.kind = 'buy') AND s.ts > TIMESTAMP '2024-12-01 00:00:00' - INTERVAL '7 days') OR (s.kind = 'look'))"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("AND ts > TIMESTAMP '2024-12-01 00:00:00' - INTERVAL '7 days'"),
+            "{sql}"
+        );
+    }
+}
+
+/// An attribute over the source reads every row: then no event filter narrows them.
+#[test]
+fn rows_read_by_an_attribute_are_not_filtered() {
+    let text = format!("{CLICKS}\nattribute last_kind of visitor = clicks.kind latest by ts\n");
+    let (postgres, datafusion) = compile_text(&text);
+    for sql in [&postgres, &datafusion] {
+        assert!(!sql.contains("(s.kind = 'buy')"), "{sql}");
+    }
+}
