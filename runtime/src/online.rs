@@ -14,8 +14,8 @@
 //! `profiles` and `keys` hold *blocks*: a run of neighbouring entries (in key order) packed into
 //! one sled value under the key of its first entry, postcard `[(suffix, value)]`. sled costs
 //! several microseconds per entry whatever its size, so a million profiles written one per
-//! entry spend most of a sync in sled; in blocks of about [`BLOCK`] they are a few thousand
-//! writes. A read finds the block with the greatest key at or before the one it wants (one
+//! entry spend most of a sync in sled; in blocks of about [`PROFILE_BLOCK`] records or
+//! [`KEY_BLOCK`] keys they are some ten thousand writes. A read finds the block with the greatest key at or before the one it wants (one
 //! descending range step), and binary-searches it without copying. Where a block ends is
 //! decided by its last entry's key alone (a hash of it, [`ends_block`]), not by a count, so
 //! that a profile added or removed changes only its own block, and a later sync that changes a
@@ -74,11 +74,19 @@ pub use live::{live_schema, LiveProfile, LiveUpdate, LIVE_RUN};
 
 /// Entries written to sled per atomic batch.
 const BATCH: usize = 10_000;
+/// Bytes written to sled per atomic batch at most (past one entry): a batch of big blocks is
+/// held whole in memory until it is applied.
+const BATCH_BYTES: usize = 4 << 20;
 /// The records' encoding; a store written in another is rebuilt by the next sync.
 pub const FORMAT: &str = "3";
-/// The mean number of entries of a block of `profiles` or `keys`; a block holds at most four
-/// times as many.
-const BLOCK: u64 = 64;
+/// The mean number of records of a block of `profiles`; a block holds at most four times as
+/// many. sled splits a leaf past 16 entries and writes a leaf over 128 KiB (a quarter of its
+/// segment) to a file of its own, a file created at every rewrite: blocks of ~16 records of a
+/// few hundred bytes keep leaves under that (64 made a sync create thousands of files, a fifth
+/// of its time).
+const PROFILE_BLOCK: u64 = 16;
+/// The mean number of entries of a block of `keys` (each some tens of bytes).
+const KEY_BLOCK: u64 = 64;
 /// The most merges followed from an id to its survivor (a guard against a cycle).
 const MAX_HOPS: usize = 64;
 
@@ -654,54 +662,14 @@ impl OnlineStore {
             }
         };
         // The big tables decode in parallel (Parquet decoding is one thread per file).
-        let (identity, profile_batches, segment_batches) = std::thread::scope(|s| {
+        let (identity, profile_batches) = std::thread::scope(|s| {
             let identity = s.spawn(|| read(&format!("{entity}_identity")));
-            let profiles = s.spawn(|| read(&format!("{entity}_profile")));
-            let segments = read(&format!("{entity}_segments"));
-            let joined =
-                |h: std::thread::ScopedJoinHandle<'_, Result<Option<Vec<RecordBatch>>>>| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Internal("reading a table panicked".into())))
-                };
+            let profiles = read(&format!("{entity}_profile"));
             Ok::<_, Error>((
-                joined(identity)?.unwrap_or_default(),
-                joined(profiles)?.unwrap_or_default(),
-                segments?.unwrap_or_default(),
+                joined(identity, "reading a table")?.unwrap_or_default(),
+                profiles?.unwrap_or_default(),
             ))
         })?;
-        let catalog = Catalog::from_batches(&read(&catalog_table(entity))?.unwrap_or_default())?;
-
-        // Profiles in id order, the order their records are written in. A profile's ordinal in
-        // it groups its keys, segments and journey positions below by sorting integers, not
-        // ids, and lets writing the records walk those groups alongside.
-        let ids: Vec<StringArray> = profile_batches
-            .iter()
-            .map(|b| strings(b, "canonical_id"))
-            .collect::<Result<_>>()?;
-        let mut order: Vec<(&str, u32, u32)> = Vec::new();
-        for (n, ids) in ids.iter().enumerate() {
-            for row in 0..ids.len() {
-                if !ids.is_null(row) {
-                    order.push((ids.value(row), n as u32, row as u32));
-                }
-            }
-        }
-        order.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        order.dedup_by(|a, b| a.0 == b.0);
-        let ordinal: FastMap<&str, u32> = order
-            .iter()
-            .enumerate()
-            .map(|(i, (id, _, _))| (*id, i as u32))
-            .collect();
-        let ordinal_of = |id: &str| ordinal.get(id).copied();
-
-        let key_order: HashMap<&str, usize> = catalog
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.as_str(), i))
-            .collect();
-        let rank = |k: &str| key_order.get(k).copied().unwrap_or(usize::MAX);
         let identity: Vec<[StringArray; 3]> = identity
             .iter()
             .map(|b| {
@@ -712,116 +680,35 @@ impl OnlineStore {
                 ])
             })
             .collect::<Result<_>>()?;
-        // (profile ordinal, key rank, key name, key value); keys of ids without a profile are
-        // only in the index.
-        let mut keys_of: Vec<(u32, usize, &str, &str)> = Vec::new();
-        let mut other_names: BTreeSet<&str> = BTreeSet::new();
-        for [ids, names, values] in &identity {
-            for row in 0..ids.len() {
-                if names.is_null(row) || values.is_null(row) || ids.is_null(row) {
-                    continue;
-                }
-                let name = names.value(row);
-                let rank = rank(name);
-                if rank == usize::MAX {
-                    other_names.insert(name);
-                }
-                if let Some(o) = ordinal_of(ids.value(row)) {
-                    keys_of.push((o, rank, name, values.value(row)));
-                }
-            }
-        }
-        keys_of.sort_unstable();
-        keys_of.dedup();
-        let mut key_names: Vec<String> = catalog.keys.clone();
-        key_names.extend(other_names.into_iter().map(str::to_string));
-        let segment_columns: Vec<[StringArray; 2]> = segment_batches
-            .iter()
-            .map(|b| Ok([strings(b, "canonical_id")?, strings(b, "segment")?]))
-            .collect::<Result<_>>()?;
-        let mut segments_of: Vec<(u32, &str)> = Vec::new();
-        for [ids, segments] in &segment_columns {
-            for row in 0..ids.len() {
-                if ids.is_null(row) || segments.is_null(row) {
-                    continue;
-                }
-                if let Some(o) = ordinal_of(ids.value(row)) {
-                    segments_of.push((o, segments.value(row)));
-                }
-            }
-        }
-        segments_of.sort_unstable();
-        segments_of.dedup();
-        let mut journeys_of: Vec<(u32, Position)> = Vec::new();
-        for j in &catalog.journeys {
-            for b in read(&format!("{}_state_next", j.journey))?.unwrap_or_default() {
-                let ids = strings(&b, "canonical_id")?;
-                let nodes = cast_column(&b, "node", &DataType::Int64)?;
-                let nodes = nodes.as_primitive::<Int64Type>();
-                let status = strings(&b, "status")?;
-                let times = |c: &str| optional_times(&b, c);
-                let (since, entered, finished) = (
-                    times("node_since")?,
-                    times("entered_at")?,
-                    times("finished_at")?,
-                );
-                for row in 0..b.num_rows() {
-                    if ids.is_null(row) || nodes.is_null(row) {
-                        continue;
-                    }
-                    let Some(o) = ordinal_of(ids.value(row)) else {
-                        continue;
-                    };
-                    let text = |c: &Option<ArrayRef>| {
-                        c.as_ref()
-                            .and_then(|c| cell(c, row).as_str().map(str::to_string))
-                    };
-                    journeys_of.push((
-                        o,
-                        Position {
-                            journey: j.journey.clone(),
-                            node: nodes.value(row),
-                            status: (!status.is_null(row)).then(|| status.value(row).to_string()),
-                            since: text(&since),
-                            entered_at: text(&entered),
-                            finished_at: text(&finished),
-                        },
-                    ));
-                }
-            }
-        }
-        // Stable: a profile's positions stay in the catalog's order of journeys.
-        journeys_of.sort_by_key(|j| j.0);
-
-        // The schema of this run's records.
-        let columns: Vec<(usize, ValueColumn)> = match profile_batches.first() {
-            Some(b) => b
-                .schema()
-                .fields()
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.name() != "canonical_id" && !catalog.segments.contains(f.name()))
-                .map(|(i, f)| {
-                    let (kind, ty) = match catalog.values.get(f.name()) {
-                        Some((kind, ty)) => (kind.clone(), ty.clone()),
-                        None => ("value".to_string(), type_name(f.data_type())),
-                    };
-                    (
-                        i,
-                        ValueColumn {
-                            name: f.name().clone(),
-                            kind,
-                            ty,
-                        },
-                    )
-                })
-                .collect(),
-            None => Vec::new(),
+        let catalog = Catalog::from_batches(&read(&catalog_table(entity))?.unwrap_or_default())?;
+        let layout = RecordLayout::of(&catalog, profile_batches.first())?;
+        let schema = Schema {
+            keys: Vec::new(),
+            values: layout.values.iter().map(|(_, c)| c.clone()).collect(),
+            journeys: catalog.journeys.clone(),
         };
+
+        // Each profile's values and segments, encoded in the order the rows are stored (every
+        // column read front to back) while the profiles are put in id order alongside.
+        let ids: Vec<StringArray> = profile_batches
+            .iter()
+            .map(|b| strings(b, "canonical_id"))
+            .collect::<Result<_>>()?;
+        let ((rows, at), ordered) = std::thread::scope(|s| {
+            let encoded = s.spawn(|| layout.encode(&profile_batches));
+            let ordered = Ordered::of(&ids, &identity, &catalog, &read);
+            Ok::<_, Error>((joined(encoded, "encoding profiles")?, ordered?))
+        })?;
+        let Ordered {
+            order,
+            ordinal,
+            keys_of,
+            key_names,
+            journeys_of,
+        } = ordered;
         let schema = Schema {
             keys: key_names.clone(),
-            values: columns.iter().map(|(_, c)| c.clone()).collect(),
-            journeys: catalog.journeys.clone(),
+            ..schema
         };
         let encoded = serde_json::to_vec(&schema)
             .map_err(|e| Error::Internal(format!("encoding a schema: {e}")))?;
@@ -831,79 +718,37 @@ impl OnlineStore {
 
         // Profiles first, so that a key written next never points at a missing profile; in
         // key order, so that sled fills its leaves one after the other.
-        let values: Vec<Vec<ArrayRef>> = profile_batches
-            .iter()
-            .map(|b| {
-                columns
-                    .iter()
-                    .map(|(i, _)| canonical(b.column(*i)))
-                    .collect()
-            })
-            .collect::<Result<_>>()?;
-        let values: Vec<Vec<Cells>> = values
-            .iter()
-            .map(|columns| columns.iter().map(Cells::new).collect())
-            .collect();
         let prefix = key_of(&[entity, ""]);
-        // A cursor over rows sorted by profile ordinal: the run of rows of ordinal `o`.
-        fn rows_of<'v, T>(rows: &'v [(u32, T)], at: &mut usize, o: u32) -> &'v [(u32, T)] {
-            while *at < rows.len() && rows[*at].0 < o {
-                *at += 1;
-            }
-            let start = *at;
-            while *at < rows.len() && rows[*at].0 == o {
-                *at += 1;
-            }
-            &rows[start..*at]
-        }
-        let keys_of: Vec<(u32, (&str, &str))> = keys_of
-            .into_iter()
-            .map(|(o, _, name, value)| (o, (name, value)))
-            .collect();
-        let (mut k, mut sg, mut jn) = (0, 0, 0);
-        let records = order.iter().zip(0u32..).map(|(&(id, n, row), o)| {
-            let record = RecordRef {
-                run: &run.run,
-                as_of: &run.as_of,
-                keys: rows_of(&keys_of, &mut k, o).iter().map(|r| r.1).collect(),
-                values: values[n as usize]
-                    .iter()
-                    .map(|c| c.get(row as usize))
-                    .collect(),
-                segments: rows_of(&segments_of, &mut sg, o)
-                    .iter()
-                    .map(|r| r.1)
-                    .collect(),
-                journeys: rows_of(&journeys_of, &mut jn, o)
-                    .iter()
-                    .map(|r| &r.1)
-                    .collect(),
-            };
-            let bytes = postcard::to_stdvec(&record)
-                .map_err(|e| Error::Internal(format!("encoding a profile: {e}")))?;
+        let (mut k, mut jn) = (0, 0);
+        let records = order.iter().zip(0u32..).map(|(&(id, g), o)| {
+            let bytes = record_bytes(
+                run,
+                rows_of(&keys_of, &mut k, o),
+                &rows[at[g]..at[g + 1]],
+                rows_of(&journeys_of, &mut jn, o),
+            )?;
             Ok((id.as_bytes().to_vec(), bytes))
         });
         // The key index, every identity key of the run (also those of ids without a profile),
         // built where it is written: in the writer of the keys when that runs alongside.
         let identity_keys = std::sync::atomic::AtomicUsize::new(0);
         let index = || {
-            let mut index: Vec<(Vec<u8>, &str)> = Vec::new();
+            let identifiers = identity.iter().map(|[ids, _, _]| ids.len()).sum();
+            let mut index: Vec<(&str, &str, &str)> = Vec::with_capacity(identifiers);
             for [ids, names, values] in &identity {
                 for row in 0..ids.len() {
                     if !(names.is_null(row) || values.is_null(row) || ids.is_null(row)) {
-                        index.push((
-                            key_of(&[names.value(row), values.value(row)]),
-                            ids.value(row),
-                        ));
+                        index.push((names.value(row), values.value(row), ids.value(row)));
                     }
                 }
             }
+            // Names hold no NUL, so (name, value) order is the order of `name \0 value`.
             index.sort_unstable();
-            index.dedup_by(|a, b| a.0 == b.0);
+            index.dedup_by(|a, b| (a.0, a.1) == (b.0, b.1));
             identity_keys.store(index.len(), std::sync::atomic::Ordering::Relaxed);
             index
                 .into_iter()
-                .map(|(key, id)| Ok((key, id.as_bytes().to_vec())))
+                .map(|(name, value, id)| Ok((key_of(&[name, value]), id.as_bytes().to_vec())))
         };
         // Written where it differs, removed where the run no longer has it.
         let first = self.profiles.scan_prefix(&prefix).next().is_none()
@@ -912,20 +757,27 @@ impl OnlineStore {
             // Nothing of the entity is stored, so no reader can find a key before its profile:
             // both trees are written at once (sled takes concurrent writers).
             std::thread::scope(|s| {
-                let keys =
-                    s.spawn(|| self.write_sorted(&self.keys, &prefix, blocks(&prefix, index())));
-                let profiles = self.write_sorted(&self.profiles, &prefix, blocks(&prefix, records));
-                keys.join()
-                    .unwrap_or_else(|_| Err(Error::Internal("writing keys panicked".into())))
-                    .and(profiles)
+                let keys = s.spawn(|| {
+                    self.write_sorted(&self.keys, &prefix, blocks(&prefix, index(), KEY_BLOCK))
+                });
+                let profiles = self.write_sorted(
+                    &self.profiles,
+                    &prefix,
+                    blocks(&prefix, records, PROFILE_BLOCK),
+                );
+                joined(keys, "writing keys").and(profiles)
             })?;
         } else {
-            self.write_sorted(&self.profiles, &prefix, blocks(&prefix, records))?;
-            self.write_sorted(&self.keys, &prefix, blocks(&prefix, index()))?;
+            self.write_sorted(
+                &self.profiles,
+                &prefix,
+                blocks(&prefix, records, PROFILE_BLOCK),
+            )?;
+            self.write_sorted(&self.keys, &prefix, blocks(&prefix, index(), KEY_BLOCK))?;
         }
         let identity_keys = identity_keys.into_inner();
 
-        let live = |id: &str| ordinal.contains_key(id);
+        let live = |id: &str| ordinal.contains_key(&IdKey::of(id));
         self.sync_merges(storage, entity, merge_runs, all_merges, &live)?;
 
         // Schemas of older runs (the one before stays for readers still holding its records).
@@ -1111,6 +963,7 @@ fn key_of(parts: &[&str]) -> Vec<u8> {
 fn blocks<'a>(
     prefix: &'a [u8],
     mut entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a,
+    mean: u64,
 ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a {
     std::iter::from_fn(move || {
         let mut block: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -1119,7 +972,7 @@ fn blocks<'a>(
                 Ok(e) => e,
                 Err(e) => return Some(Err(e)),
             };
-            let end = ends_block(&suffix) || block.len() + 1 >= 4 * BLOCK as usize;
+            let end = ends_block(&suffix, mean) || block.len() + 1 >= 4 * mean as usize;
             block.push((suffix, value));
             if end {
                 break;
@@ -1139,16 +992,332 @@ fn blocks<'a>(
     })
 }
 
-/// Whether a block ends after the entry `suffix`: for one entry in [`BLOCK`], by a hash of the
-/// entry's own key (FNV-1a, the same in every version), so boundaries stay where they are when
-/// other entries come and go.
-fn ends_block(suffix: &[u8]) -> bool {
+/// Whether a block of `mean` entries on average ends after the entry `suffix`: for one entry in
+/// `mean`, by a hash of the entry's own key (FNV-1a, the same in every version), so boundaries
+/// stay where they are when other entries come and go.
+fn ends_block(suffix: &[u8], mean: u64) -> bool {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in suffix {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    (hash >> 40).is_multiple_of(BLOCK)
+    (hash >> 40).is_multiple_of(mean)
+}
+
+/// Joins a scoped thread; a panic in it becomes an error.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>, what: &str) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(Error::Internal(format!("{what} panicked"))))
+}
+
+/// A cursor over rows sorted by profile ordinal: the run of rows of ordinal `o`.
+fn rows_of<'v, T>(rows: &'v [(u32, T)], at: &mut usize, o: u32) -> &'v [(u32, T)] {
+    while *at < rows.len() && rows[*at].0 < o {
+        *at += 1;
+    }
+    let start = *at;
+    while *at < rows.len() && rows[*at].0 == o {
+        *at += 1;
+    }
+    &rows[start..*at]
+}
+
+/// A profile's [`Record`] as postcard encodes it (a struct is its fields back to back): `run`'s
+/// id and as-of, its `keys`, its values and segments as [`RecordLayout::encode`] encoded them,
+/// and its `journeys`.
+fn record_bytes(
+    run: &Manifest,
+    keys: &[(u32, (&str, &str))],
+    values_and_segments: &[u8],
+    journeys: &[(u32, Position)],
+) -> Result<Vec<u8>> {
+    let encoding = |e: postcard::Error| Error::Internal(format!("encoding a profile: {e}"));
+    let head = (run.run.as_str(), run.as_of.as_str(), Grouped(keys));
+    let bytes = Vec::with_capacity(values_and_segments.len() + 256);
+    let mut bytes = postcard::to_extend(&head, bytes).map_err(encoding)?;
+    bytes.extend_from_slice(values_and_segments);
+    postcard::to_extend(&Grouped(journeys), bytes).map_err(encoding)
+}
+
+/// Rows of one profile (from [`rows_of`]), encoded as the sequence of their second halves: as a
+/// record's `Vec` of them encodes.
+struct Grouped<'r, T>(&'r [(u32, T)]);
+
+impl<T: Serialize> Serialize for Grouped<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|r| &r.1))
+    }
+}
+
+/// A canonical id as a hash key that a lookup compares without reading string memory: packed
+/// into an integer when it fits (ids are 16 hex digits). An id that packs never equals one that
+/// does not, so the map is exact whatever the ids are.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum IdKey<'a> {
+    Packed(u128),
+    Text(&'a str),
+}
+
+impl<'a> IdKey<'a> {
+    fn of(id: &'a str) -> IdKey<'a> {
+        let bytes = id.as_bytes();
+        if bytes.len() > 16 || bytes.contains(&0) {
+            return IdKey::Text(id);
+        }
+        let mut packed = [0u8; 16];
+        packed[..bytes.len()].copy_from_slice(bytes);
+        IdKey::Packed(u128::from_le_bytes(packed))
+    }
+}
+
+/// Where a record's values and segments come from in `<entity>_profile`.
+struct RecordLayout {
+    /// (column index, what it holds), in the order of the schema's values.
+    values: Vec<(usize, ValueColumn)>,
+    /// (column index, segment) in segment name order, the order a record lists them in. The
+    /// segments table is these columns unpivoted, so the profile alone gives the memberships.
+    segments: Vec<(usize, String)>,
+}
+
+impl RecordLayout {
+    fn of(catalog: &Catalog, profile: Option<&RecordBatch>) -> Result<RecordLayout> {
+        let Some(b) = profile else {
+            return Ok(RecordLayout {
+                values: Vec::new(),
+                segments: Vec::new(),
+            });
+        };
+        let schema = b.schema();
+        let values = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name() != "canonical_id" && !catalog.segments.contains(f.name()))
+            .map(|(i, f)| {
+                let (kind, ty) = match catalog.values.get(f.name()) {
+                    Some((kind, ty)) => (kind.clone(), ty.clone()),
+                    None => ("value".to_string(), type_name(f.data_type())),
+                };
+                let name = f.name().clone();
+                (i, ValueColumn { name, kind, ty })
+            })
+            .collect();
+        let mut names: Vec<&String> = catalog.segments.iter().collect();
+        names.sort();
+        let segments = names
+            .into_iter()
+            .map(|name| match schema.index_of(name) {
+                Ok(i) if schema.field(i).data_type() == &DataType::Boolean => Ok((i, name.clone())),
+                _ => Err(Error::Internal(format!(
+                    "the profile table has no boolean column for segment `{name}`"
+                ))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(RecordLayout { values, segments })
+    }
+
+    /// Every row's values and segments, encoded back to back as a record holds them (they are
+    /// neighbours in it), each column read front to back: row `g` counting through the batches
+    /// is `bytes[at[g]..at[g + 1]]`. Taking the cells in id order instead reads every column
+    /// at random, a cache miss per cell.
+    fn encode(&self, batches: &[RecordBatch]) -> Result<(Vec<u8>, Vec<usize>)> {
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let mut at = Vec::with_capacity(rows + 1);
+        at.push(0);
+        let mut bytes = Vec::new();
+        for (n, b) in batches.iter().enumerate() {
+            if n == 1 {
+                // Room for all rows at the first batch's mean size, so that the buffer does not
+                // grow by doubling: each doubling copies it into memory the kernel must clear.
+                let mean = bytes.len() / (at.len() - 1).max(1);
+                bytes.reserve((mean + mean / 8) * (rows + 1 - at.len()));
+            }
+            let columns: Vec<ArrayRef> = self
+                .values
+                .iter()
+                .map(|(i, _)| canonical(b.column(*i)))
+                .collect::<Result<_>>()?;
+            let cells: Vec<Cells> = columns.iter().map(Cells::new).collect();
+            let flags: Vec<(&BooleanArray, &str)> = self
+                .segments
+                .iter()
+                .map(|(i, name)| {
+                    let flags = b.column(*i).as_boolean_opt().ok_or_else(|| {
+                        Error::Internal(format!("segment column `{name}` is not boolean"))
+                    })?;
+                    Ok((flags, name.as_str()))
+                })
+                .collect::<Result<_>>()?;
+            for row in 0..b.num_rows() {
+                let part = (
+                    RowCells { cells: &cells, row },
+                    RowSegments { flags: &flags, row },
+                );
+                bytes = postcard::to_extend(&part, bytes)
+                    .map_err(|e| Error::Internal(format!("encoding a profile: {e}")))?;
+                at.push(bytes.len());
+            }
+        }
+        Ok((bytes, at))
+    }
+}
+
+/// One row's values, encoded as a record's `values`.
+struct RowCells<'c, 'a> {
+    cells: &'c [Cells<'a>],
+    row: usize,
+}
+
+impl Serialize for RowCells<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.cells.iter().map(|c| c.get(self.row)))
+    }
+}
+
+/// The segments one row is a member of, encoded as a record's `segments`.
+struct RowSegments<'f, 'a> {
+    flags: &'f [(&'a BooleanArray, &'a str)],
+    row: usize,
+}
+
+impl Serialize for RowSegments<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let member = |f: &&(&BooleanArray, &str)| f.0.is_valid(self.row) && f.0.value(self.row);
+        let mut seq = s.serialize_seq(Some(self.flags.iter().filter(member).count()))?;
+        for (_, name) in self.flags.iter().filter(member) {
+            seq.serialize_element(name)?;
+        }
+        seq.end()
+    }
+}
+
+/// The profiles of a run in id order, the order their records are written in, and what each
+/// record lists besides its values. A profile's ordinal in that order groups its keys and
+/// journey positions by sorting integers, not ids, and lets writing the records walk those
+/// groups alongside.
+struct Ordered<'t> {
+    /// (canonical id, row counting through the profile batches), ascending by id, each once.
+    order: Vec<(&'t str, usize)>,
+    ordinal: FastMap<IdKey<'t>, u32>,
+    /// (profile ordinal, (key name, key value)), a profile's keys in priority order.
+    keys_of: Vec<(u32, (&'t str, &'t str))>,
+    /// The catalog's key names in priority order, then any other the identity table holds.
+    key_names: Vec<String>,
+    /// (profile ordinal, position), a profile's positions in the catalog's order of journeys.
+    journeys_of: Vec<(u32, Position)>,
+}
+
+impl<'t> Ordered<'t> {
+    fn of(
+        ids: &'t [StringArray],
+        identity: &'t [[StringArray; 3]],
+        catalog: &Catalog,
+        read: &dyn Fn(&str) -> Result<Option<Vec<RecordBatch>>>,
+    ) -> Result<Ordered<'t>> {
+        let rows = ids.iter().map(|a| a.len()).sum();
+        let mut order: Vec<(&str, usize)> = Vec::with_capacity(rows);
+        let mut start = 0;
+        for ids in ids {
+            for row in 0..ids.len() {
+                if !ids.is_null(row) {
+                    order.push((ids.value(row), start + row));
+                }
+            }
+            start += ids.len();
+        }
+        order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        order.dedup_by(|a, b| a.0 == b.0);
+        let mut ordinal: FastMap<IdKey, u32> = FastMap::with_capacity(order.len());
+        for (o, (id, _)) in (0u32..).zip(&order) {
+            ordinal.insert(IdKey::of(id), o);
+        }
+
+        let key_order: HashMap<&str, usize> = catalog
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        let rank = |k: &str| key_order.get(k).copied().unwrap_or(usize::MAX);
+        // (profile ordinal, key rank, key name, key value); keys of ids without a profile are
+        // only in the index.
+        let identifiers = identity.iter().map(|[ids, _, _]| ids.len()).sum();
+        let mut keys_of: Vec<(u32, usize, &str, &str)> = Vec::with_capacity(identifiers);
+        let mut other_names: BTreeSet<&str> = BTreeSet::new();
+        for [ids, names, values] in identity {
+            for row in 0..ids.len() {
+                if names.is_null(row) || values.is_null(row) || ids.is_null(row) {
+                    continue;
+                }
+                let name = names.value(row);
+                let rank = rank(name);
+                if rank == usize::MAX {
+                    other_names.insert(name);
+                }
+                if let Some(&o) = ordinal.get(&IdKey::of(ids.value(row))) {
+                    keys_of.push((o, rank, name, values.value(row)));
+                }
+            }
+        }
+        keys_of.sort_unstable();
+        keys_of.dedup();
+        let mut key_names: Vec<String> = catalog.keys.clone();
+        key_names.extend(other_names.into_iter().map(str::to_string));
+        let keys_of = keys_of
+            .into_iter()
+            .map(|(o, _, name, value)| (o, (name, value)))
+            .collect();
+
+        let mut journeys_of: Vec<(u32, Position)> = Vec::new();
+        for j in &catalog.journeys {
+            for b in read(&format!("{}_state_next", j.journey))?.unwrap_or_default() {
+                let ids = strings(&b, "canonical_id")?;
+                let nodes = cast_column(&b, "node", &DataType::Int64)?;
+                let nodes = nodes.as_primitive::<Int64Type>();
+                let status = strings(&b, "status")?;
+                let times = |c: &str| optional_times(&b, c);
+                let (since, entered, finished) = (
+                    times("node_since")?,
+                    times("entered_at")?,
+                    times("finished_at")?,
+                );
+                for row in 0..b.num_rows() {
+                    if ids.is_null(row) || nodes.is_null(row) {
+                        continue;
+                    }
+                    let Some(&o) = ordinal.get(&IdKey::of(ids.value(row))) else {
+                        continue;
+                    };
+                    let text = |c: &Option<ArrayRef>| {
+                        c.as_ref()
+                            .and_then(|c| cell(c, row).as_str().map(str::to_string))
+                    };
+                    journeys_of.push((
+                        o,
+                        Position {
+                            journey: j.journey.clone(),
+                            node: nodes.value(row),
+                            status: (!status.is_null(row)).then(|| status.value(row).to_string()),
+                            since: text(&since),
+                            entered_at: text(&entered),
+                            finished_at: text(&finished),
+                        },
+                    ));
+                }
+            }
+        }
+        // Stable: a profile's positions stay in the catalog's order of journeys.
+        journeys_of.sort_by_key(|j| j.0);
+        Ok(Ordered {
+            order,
+            ordinal,
+            keys_of,
+            key_names,
+            journeys_of,
+        })
+    }
 }
 
 fn remove_other_entities(tree: &sled::Tree, keep: &HashSet<&str>) -> sled::Result<()> {
@@ -1166,12 +1335,13 @@ fn remove_other_entities(tree: &sled::Tree, keep: &HashSet<&str>) -> sled::Resul
     Ok(())
 }
 
-/// Writes to one tree in atomic batches of [`BATCH`] entries.
+/// Writes to one tree in atomic batches of [`BATCH`] entries or [`BATCH_BYTES`].
 struct Batch<'a> {
     tree: &'a sled::Tree,
     path: &'a Path,
     batch: sled::Batch,
     len: usize,
+    bytes: usize,
 }
 
 impl<'a> Batch<'a> {
@@ -1181,10 +1351,12 @@ impl<'a> Batch<'a> {
             path: &store.path,
             batch: sled::Batch::default(),
             len: 0,
+            bytes: 0,
         }
     }
 
     fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.bytes += key.len() + value.len();
         self.batch.insert(key, value);
         self.count()
     }
@@ -1196,7 +1368,7 @@ impl<'a> Batch<'a> {
 
     fn count(&mut self) -> Result<()> {
         self.len += 1;
-        if self.len >= BATCH {
+        if self.len >= BATCH || self.bytes >= BATCH_BYTES {
             self.apply()?;
         }
         Ok(())
@@ -1205,6 +1377,7 @@ impl<'a> Batch<'a> {
     fn apply(&mut self) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
         self.len = 0;
+        self.bytes = 0;
         self.tree.apply_batch(batch).map_err(sled_error(self.path))
     }
 
@@ -1214,17 +1387,6 @@ impl<'a> Batch<'a> {
         }
         Ok(())
     }
-}
-
-/// A [`Record`] to write, borrowing from the decoded tables (the same encoding).
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    run: &'a str,
-    as_of: &'a str,
-    keys: Vec<(&'a str, &'a str)>,
-    values: Vec<CellRef<'a>>,
-    segments: Vec<&'a str>,
-    journeys: Vec<&'a Position>,
 }
 
 fn named(entity: &str, canonical_id: &str, record: Record, schema: &Schema) -> Profile {
@@ -1719,13 +1881,13 @@ mod tests {
         (schema, b)
     }
 
-    /// One run of a tiny entity `c`: profiles with a decimal and a flag, identity keys,
-    /// segments, merges, and a catalog naming a segment column.
+    /// One run of a tiny entity `c`: profiles with a decimal and a segment's flag, identity
+    /// keys, merges, and a catalog naming the segment column (a sync reads memberships from
+    /// the profile, so no segments table is committed).
     struct Run<'a> {
         id: &'a str,
         profiles: &'a [(&'a str, Option<i128>, bool)],
         identity: &'a [(&'a str, &'a str, &'a str)],
-        segments: &'a [(&'a str, &'a str)],
         merges: &'a [(&'a str, &'a str)],
     }
 
@@ -1766,14 +1928,6 @@ mod tests {
         let rows: Vec<&[Option<&str>]> = rows.iter().map(|r| &r[..]).collect();
         let (schema, b) = strings_batch(&["key_name", "key_value", "canonical_id"], &rows);
         stage("c_identity", schema, b);
-        let rows: Vec<[Option<&str>; 2]> = run
-            .segments
-            .iter()
-            .map(|(i, s)| [Some(*i), Some(*s)])
-            .collect();
-        let rows: Vec<&[Option<&str>]> = rows.iter().map(|r| &r[..]).collect();
-        let (schema, b) = strings_batch(&["canonical_id", "segment"], &rows);
-        stage("c_segments", schema, b);
         let rows: Vec<[Option<&str>; 2]> = run
             .merges
             .iter()
@@ -1821,7 +1975,6 @@ mod tests {
                 ("email", "bo@x.org", "b"),
                 ("email", "xavier@x.org", "x"),
             ],
-            segments: &[("a", "big")],
             merges: &[],
         }
     }
@@ -1883,7 +2036,7 @@ mod tests {
                 let prefix = key_of(&[entity, ""]);
                 let entries = ids.iter().map(|i| Ok(entry(*i)));
                 online
-                    .write_sorted(tree, &prefix, blocks(&prefix, entries))
+                    .write_sorted(tree, &prefix, blocks(&prefix, entries, KEY_BLOCK))
                     .unwrap();
             }
         };
@@ -1903,10 +2056,10 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 20_000);
         assert!(
             (100..=600).contains(&before.len()),
-            "about 20,000 / {BLOCK} blocks, not {}",
+            "about 20,000 / {KEY_BLOCK} blocks, not {}",
             before.len()
         );
-        assert!(sizes.iter().all(|n| *n <= 4 * BLOCK as usize));
+        assert!(sizes.iter().all(|n| *n <= 4 * KEY_BLOCK as usize));
         for i in (0..20_001).step_by(7) {
             let found = online
                 .blocked(tree, "d", format!("id{i:06}").as_bytes())
@@ -1968,7 +2121,6 @@ mod tests {
                     ("cookie", "k1", "a"),
                     ("email", "bo@x.org", "a"),
                 ],
-                segments: &[("a", "big")],
                 merges: &[("b", "a")],
             },
         );
@@ -1998,7 +2150,6 @@ mod tests {
                 id: "r3",
                 profiles: &[("z", Some(1), false)],
                 identity: &[("email", "ana@x.org", "z")],
-                segments: &[],
                 merges: &[("a", "z")],
             },
         );
@@ -2125,6 +2276,118 @@ mod tests {
         );
         let dates: ArrayRef = Arc::new(datafusion::arrow::array::Date32Array::from(vec![0]));
         assert_eq!(cell(&dates, 0), Json::String("1970-01-01".into()));
+    }
+
+    #[test]
+    fn a_record_put_together_from_its_parts_is_the_record_a_reader_decodes() {
+        let schema = Arc::new(ArrowSchema::new(vec![
+            Field::new("canonical_id", DataType::Utf8, false),
+            Field::new("ltv", DataType::Decimal128(12, 2), true),
+            Field::new("vip", DataType::Boolean, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("active", DataType::Boolean, true),
+        ]));
+        let batch = |ids: Vec<&str>, ltv: Vec<Option<i128>>, vip, name, active| {
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(ids)),
+                Arc::new(
+                    Decimal128Array::from(ltv)
+                        .with_precision_and_scale(12, 2)
+                        .unwrap(),
+                ),
+                Arc::new(BooleanArray::from(vip)),
+                Arc::new(StringArray::from(name)),
+                Arc::new(BooleanArray::from(active)),
+            ];
+            RecordBatch::try_new(schema.clone(), columns).unwrap()
+        };
+        let batches = [
+            batch(
+                vec!["a", "b"],
+                vec![Some(12_345), None],
+                vec![Some(true), None],
+                vec![Some("ana"), None],
+                vec![Some(true), Some(false)],
+            ),
+            batch(
+                vec!["c"],
+                vec![Some(-5)],
+                vec![Some(false)],
+                vec![Some("")],
+                vec![None],
+            ),
+        ];
+        let catalog = Catalog {
+            segments: ["vip", "active"].map(String::from).into(),
+            ..Catalog::default()
+        };
+        let layout = RecordLayout::of(&catalog, batches.first()).unwrap();
+        let names: Vec<&str> = layout.values.iter().map(|(_, c)| c.name.as_str()).collect();
+        assert_eq!(names, ["ltv", "name"]);
+        let (bytes, at) = layout.encode(&batches).unwrap();
+        assert_eq!(at.len(), 4);
+        let run = Manifest {
+            run: "r1".into(),
+            as_of: "2024-12-01 00:00:00".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            tables: Vec::new(),
+            steps: Vec::new(),
+            rejects: Vec::new(),
+        };
+        let position = Position {
+            journey: "onboarding".into(),
+            node: 2,
+            status: Some("active".into()),
+            since: Some("2024-11-30 10:00:00".into()),
+            entered_at: None,
+            finished_at: None,
+        };
+        let expected = [
+            (
+                vec![Cell::Text("123.45".into()), Cell::Text("ana".into())],
+                vec!["active", "vip"],
+            ),
+            (vec![Cell::Null, Cell::Null], vec![]),
+            (
+                vec![Cell::Text("-0.05".into()), Cell::Text(String::new())],
+                vec![],
+            ),
+        ];
+        for (g, (values, segments)) in expected.into_iter().enumerate() {
+            let keys = [(7, ("email", "ana@x.org")), (7, ("cookie", "k1"))];
+            let journeys = [(7, position.clone())];
+            let written = record_bytes(&run, &keys, &bytes[at[g]..at[g + 1]], &journeys).unwrap();
+            let record = Record {
+                run: "r1".into(),
+                as_of: "2024-12-01 00:00:00".into(),
+                keys: vec![
+                    ("email".into(), "ana@x.org".into()),
+                    ("cookie".into(), "k1".into()),
+                ],
+                values,
+                segments: segments.into_iter().map(String::from).collect(),
+                journeys: vec![position.clone()],
+            };
+            assert_eq!(written, postcard::to_stdvec(&record).unwrap(), "row {g}");
+            assert_eq!(postcard::from_bytes::<Record>(&written).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn a_profile_without_a_segment_column_is_an_error_not_a_record_without_memberships() {
+        let schema = ArrowSchema::new(vec![Field::new("canonical_id", DataType::Utf8, false)]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![Arc::new(StringArray::from(vec!["a"])) as ArrayRef],
+        )
+        .unwrap();
+        let catalog = Catalog {
+            segments: ["vip".to_string()].into(),
+            ..Catalog::default()
+        };
+        let err = RecordLayout::of(&catalog, Some(&batch)).err().unwrap();
+        assert!(err.to_string().contains("segment `vip`"), "{err}");
     }
 
     #[test]

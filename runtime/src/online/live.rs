@@ -147,8 +147,8 @@ impl OnlineStore {
             records.push((gone.as_bytes().to_vec(), None));
         }
         // Profiles first, so that a key written next never points at a missing profile.
-        self.upsert_blocked(&self.profiles, entity, records)?;
-        self.upsert_blocked(&self.keys, entity, keys)?;
+        self.upsert_blocked(&self.profiles, entity, records, super::PROFILE_BLOCK)?;
+        self.upsert_blocked(&self.keys, entity, keys, super::KEY_BLOCK)?;
 
         let prefix = key_of(&[entity, ""]);
         let mut merges = Batch::new(self, &self.merges);
@@ -173,6 +173,7 @@ impl OnlineStore {
         tree: &sled::Tree,
         entity: &str,
         mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        mean: u64,
     ) -> Result<()> {
         // Stable: of equal suffixes the last given stays last, and dedup keeps the first of a
         // run, so reverse around it.
@@ -228,7 +229,7 @@ impl OnlineStore {
             };
             let merged = merge_sorted(entries, &changes[i..j]);
             let mut rewritten = false;
-            for block in blocks(&prefix, merged.into_iter().map(Ok)) {
+            for block in blocks(&prefix, merged.into_iter().map(Ok), mean) {
                 let (key, bytes) = block?;
                 rewritten |= found.as_ref().is_some_and(|(k, _)| k.as_ref() == key);
                 batch.insert(key, bytes)?;
@@ -399,6 +400,6 @@ mod tests {
         assert!(blocks.len() > 5, "{} blocks", blocks.len());
         assert!(blocks
             .iter()
-            .all(|b| b.len() <= 4 * super::super::BLOCK as usize));
+            .all(|b| b.len() <= 4 * super::super::PROFILE_BLOCK as usize));
     }
 }
