@@ -38,6 +38,7 @@ use datafusion::arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::errors::ParquetError;
 use serde_json::Value as Json;
 
 use crate::error::{one_line, BadValue, Error, Result};
@@ -165,11 +166,12 @@ pub fn read_source(source: &ir::Source, files: &SourceFiles) -> Result<Vec<Recor
 /// handled as `mode` says.
 pub fn read_source_with(source: &ir::Source, files: &SourceFiles, mode: BadRows) -> Result<Loaded> {
     let schema = source_schema(source)?;
-    let threads = std::thread::available_parallelism()
+    let cores = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1)
-        .min(files.paths.len())
-        .max(1);
+        .unwrap_or(1);
+    let threads = cores.min(files.paths.len()).max(1);
+    // A source of fewer files than cores gives each file the cores left over.
+    let per_file = (cores / threads).max(1);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Result<Loaded>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -179,7 +181,7 @@ pub fn read_source_with(source: &ir::Source, files: &SourceFiles, mode: BadRows)
                 let Some(path) = files.paths.get(i) else {
                     break;
                 };
-                let r = read_file(source, &schema, files.format, path, mode);
+                let r = read_file(source, &schema, files.format, path, mode, per_file);
                 if let Ok(mut all) = results.lock() {
                     all.push((i, r));
                 }
@@ -202,17 +204,20 @@ pub fn read_source_with(source: &ir::Source, files: &SourceFiles, mode: BadRows)
     Ok(loaded)
 }
 
+/// Reads one file; `threads` is how many threads it may use (Parquet decodes row groups in
+/// parallel).
 fn read_file(
     source: &ir::Source,
     schema: &SchemaRef,
     format: DataFormat,
     path: &Path,
     mode: BadRows,
+    threads: usize,
 ) -> Result<Loaded> {
     match format {
         DataFormat::Csv => read_csv(source, schema, path, mode),
         DataFormat::Jsonl => read_jsonl(source, schema, path, mode),
-        DataFormat::Parquet => read_parquet(source, schema, path, mode),
+        DataFormat::Parquet => read_parquet(source, schema, path, mode, threads),
     }
 }
 
@@ -698,26 +703,148 @@ fn not_json_problem(e: &serde_json::Error) -> String {
 
 // ------------------------------------------------------------------------------ Parquet
 
+/// Reads a Parquet file, its row groups split into up to `threads` runs of about equal rows that
+/// decode and convert in parallel (a file is often a whole source). Bad rows are logged in file
+/// order after all runs are read, so the rejects and a refusal are those of one pass.
 fn read_parquet(
     source: &ir::Source,
     schema: &SchemaRef,
     path: &Path,
     mode: BadRows,
+    threads: usize,
 ) -> Result<Loaded> {
+    let not_readable =
+        |e: ParquetError| file_error(path, format!("not a readable Parquet file: {e}"));
+    let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
+    let groups: Vec<u64> = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(not_readable)?
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows().max(0) as u64)
+        .collect();
+    let runs = row_group_runs(&groups, threads);
+    let mut log = BadRowLog::new(mode, path);
+    let keeping = log.keeping();
+    let pieces: Vec<Result<Piece>> = std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|(run, first_row)| {
+                s.spawn(move || {
+                    read_parquet_run(source, schema, path, run.clone(), *first_row, keeping)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Internal("a Parquet reader thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut converted = Vec::new();
+    for piece in pieces {
+        let piece = piece?;
+        for bad in piece.bad {
+            let row = RowText::Text(&bad.row);
+            log.add(bad.line, Some(bad.column), bad.found, bad.problem, row);
+        }
+        converted.extend(piece.batches);
+    }
+    let mut out = Vec::new();
+    if log.loading() {
+        for (mut arrays, keep) in converted {
+            // Bad rows leave before the batch is built: they may hold nulls it does not allow.
+            if keep.contains(&false) {
+                let keep = BooleanArray::from(keep);
+                arrays = arrays
+                    .iter()
+                    .map(|a| filter(a, &keep))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Error::Internal(format!("leaving bad rows out: {e}")))?;
+            }
+            out.push(
+                RecordBatch::try_new(schema.clone(), arrays)
+                    .map_err(|e| Error::Internal(format!("building a batch: {e}")))?,
+            );
+        }
+    }
+    let rejects = log.finish(source, path, true)?;
+    Ok(Loaded {
+        batches: out,
+        rejects,
+    })
+}
+
+/// Row groups (their row counts) cut into up to `n` runs of neighbouring groups with about equal
+/// rows: (group indices, the number of rows before the run). One run of all of them (possibly
+/// none) when there is one group or one thread.
+fn row_group_runs(groups: &[u64], n: usize) -> Vec<(Range<usize>, u64)> {
+    let total: u64 = groups.iter().sum();
+    let n = n.clamp(1, groups.len().max(1)) as u64;
+    let mut runs = Vec::new();
+    let (mut start, mut before, mut rows) = (0, 0, 0);
+    for (i, g) in groups.iter().enumerate() {
+        rows += g;
+        // Cut once this run reaches its share of the rows (the last run takes the rest).
+        if (runs.len() as u64) + 1 < n && rows * n >= total * (runs.len() as u64 + 1) {
+            runs.push((start..i + 1, before));
+            start = i + 1;
+            before = rows;
+        }
+    }
+    if start < groups.len() || runs.is_empty() {
+        runs.push((start..groups.len(), before));
+    }
+    runs
+}
+
+/// One run of row groups of a Parquet file, converted: each batch's columns in the declared
+/// types with which of its rows are good, and the bad rows, each with its first problem.
+struct Piece<'s> {
+    batches: Vec<(Vec<ArrayRef>, Vec<bool>)>,
+    bad: Vec<BadRow<'s>>,
+}
+
+struct BadRow<'s> {
+    /// The row's number in the file, from 1.
+    line: u64,
+    column: &'s str,
+    found: Found<'static>,
+    problem: String,
+    /// The row as JSON when bad rows are kept aside.
+    row: String,
+}
+
+fn read_parquet_run<'s>(
+    source: &'s ir::Source,
+    schema: &SchemaRef,
+    path: &Path,
+    groups: Range<usize>,
+    first_row: u64,
+    keeping: bool,
+) -> Result<Piece<'s>> {
+    let not_readable =
+        |e: ParquetError| file_error(path, format!("not a readable Parquet file: {e}"));
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| file_error(path, format!("not a readable Parquet file: {e}")))?
+        .map_err(not_readable)?
+        .with_row_groups(groups.collect())
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(|e| file_error(path, format!("not a readable Parquet file: {e}")))?;
-    let mut log = BadRowLog::new(mode, path);
-    let mut out = Vec::new();
-    let mut rows_before = 0u64;
+        .map_err(not_readable)?;
+    let mut piece = Piece {
+        batches: Vec::new(),
+        bad: Vec::new(),
+    };
+    let mut rows_before = first_row;
     for batch in reader {
         let batch = batch
             .map_err(|e| file_error(path, format!("after row {rows_before}: cannot read: {e}")))?;
         let mut arrays = Vec::with_capacity(source.columns.len());
-        // The first problem of each bad row: (row in the batch, column, found, problem).
+        // The first problem of each bad row: (column, found, problem).
         let mut bad: Vec<Option<(&str, Found, String)>> =
             (0..batch.num_rows()).map(|_| None).collect();
         for (column, field) in source.columns.iter().zip(schema.fields()) {
@@ -759,37 +886,23 @@ fn read_parquet(
         for (i, problem) in bad.into_iter().enumerate() {
             keep.push(problem.is_none());
             if let Some((column, found, problem)) = problem {
-                let row = if log.keeping() {
-                    parquet_row(&batch, i)
-                } else {
-                    String::new()
-                };
-                let line = rows_before + i as u64 + 1;
-                log.add(line, Some(column), found, problem, RowText::Text(&row));
+                piece.bad.push(BadRow {
+                    line: rows_before + i as u64 + 1,
+                    column,
+                    found,
+                    problem,
+                    row: if keeping {
+                        parquet_row(&batch, i)
+                    } else {
+                        String::new()
+                    },
+                });
             }
         }
         rows_before += batch.num_rows() as u64;
-        if log.loading() {
-            // Bad rows leave before the batch is built: they may hold nulls it does not allow.
-            if keep.contains(&false) {
-                let keep = BooleanArray::from(keep);
-                arrays = arrays
-                    .iter()
-                    .map(|a| filter(a, &keep))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Error::Internal(format!("leaving bad rows out: {e}")))?;
-            }
-            out.push(
-                RecordBatch::try_new(schema.clone(), arrays)
-                    .map_err(|e| Error::Internal(format!("building a batch: {e}")))?,
-            );
-        }
+        piece.batches.push((arrays, keep));
     }
-    let rejects = log.finish(source, path, true)?;
-    Ok(Loaded {
-        batches: out,
-        rejects,
-    })
+    Ok(piece)
 }
 
 /// A Parquet column in its declared type, and the rows whose value did not convert (nulls in the

@@ -628,3 +628,92 @@ fn bad_parquet_rows_are_kept_aside_with_row_column_reason_and_values() {
         ]
     );
 }
+
+#[test]
+fn row_groups_split_into_runs_of_about_equal_rows() {
+    assert_eq!(row_group_runs(&[], 2), vec![(0..0, 0)]);
+    assert_eq!(row_group_runs(&[5], 2), vec![(0..1, 0)]);
+    assert_eq!(row_group_runs(&[5, 5, 5, 5], 1), vec![(0..4, 0)]);
+    assert_eq!(
+        row_group_runs(&[5, 5, 5, 5], 2),
+        vec![(0..2, 0), (2..4, 10)]
+    );
+    assert_eq!(
+        row_group_runs(&[10, 1, 1, 1, 1], 2),
+        vec![(0..1, 0), (1..5, 10)]
+    );
+    assert_eq!(
+        row_group_runs(&[3, 3, 3, 1], 3),
+        vec![(0..2, 0), (2..3, 6), (3..4, 9)]
+    );
+    // Never more runs than groups, and every group in exactly one run, in order.
+    for n in 1..6 {
+        let groups = [7, 1, 4, 4, 9, 2, 2];
+        let runs = row_group_runs(&groups, n);
+        assert!(runs.len() <= n.min(groups.len()));
+        let covered: Vec<usize> = runs.iter().flat_map(|(r, _)| r.clone()).collect();
+        assert_eq!(covered, (0..groups.len()).collect::<Vec<_>>());
+        for (run, before) in &runs {
+            assert_eq!(*before, groups[..run.start].iter().sum::<u64>());
+        }
+    }
+}
+
+/// A file of several row groups read on several threads: the rows in file order, and each bad
+/// row rejected with its line in the file, whichever thread read it.
+#[test]
+fn a_parquet_file_read_in_parallel_keeps_file_order_and_lines() {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::file::properties::WriterProperties;
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    let values: Vec<Option<String>> = (1..=20)
+        .map(|i| (![2, 9, 10, 19].contains(&i)).then(|| format!("r{i}")))
+        .collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(values)),
+            Arc::new(Int64Array::from((1..=20).collect::<Vec<i64>>())),
+        ],
+    )
+    .unwrap();
+    let path = dir.path().join("groups.parquet");
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(3))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let mut s = source();
+    s.columns.retain(|c| ["id", "n"].contains(&c.name.as_str()));
+    let schema = source_schema(&s).unwrap();
+    let expected: Vec<String> = (1..=20)
+        .filter(|i| ![2, 9, 10, 19].contains(i))
+        .map(|i| format!("r{i}"))
+        .collect();
+    for threads in [1, 2, 3, 7] {
+        let loaded = read_parquet(&s, &schema, &path, BadRows::KeepAside, threads).unwrap();
+        assert_eq!(ids(&loaded), expected, "{threads} threads");
+        let lines: Vec<u64> = rejects(&loaded).iter().map(|r| r.0).collect();
+        assert_eq!(lines, [2, 9, 10, 19], "{threads} threads");
+        match read_parquet(&s, &schema, &path, BadRows::Refuse, threads) {
+            Err(Error::BadRows {
+                count, examples, ..
+            }) => {
+                assert_eq!(count, 4);
+                let lines: Vec<u64> = examples.iter().map(|e| e.line).collect();
+                assert_eq!(lines, [2, 9, 10, 19]);
+            }
+            other => panic!("{threads} threads: {:?}", other.map(|l| l.rows())),
+        }
+    }
+}
