@@ -713,8 +713,7 @@ fn read_parquet(
     mode: BadRows,
     threads: usize,
 ) -> Result<Loaded> {
-    let not_readable =
-        |e: ParquetError| file_error(path, format!("not a readable Parquet file: {e}"));
+    let not_readable = |e: ParquetError| not_readable(path, e);
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
     let groups: Vec<u64> = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(not_readable)?
@@ -778,6 +777,10 @@ fn read_parquet(
     })
 }
 
+fn not_readable(path: &Path, e: ParquetError) -> Error {
+    file_error(path, format!("not a readable Parquet file: {e}"))
+}
+
 /// Row groups (their row counts) cut into up to `n` runs of neighbouring groups with about equal
 /// rows: (group indices, the number of rows before the run). One run of all of them (possibly
 /// none) when there is one group or one thread.
@@ -826,8 +829,7 @@ fn read_parquet_run<'s>(
     first_row: u64,
     keeping: bool,
 ) -> Result<Piece<'s>> {
-    let not_readable =
-        |e: ParquetError| file_error(path, format!("not a readable Parquet file: {e}"));
+    let not_readable = |e: ParquetError| not_readable(path, e);
     let file = File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(not_readable)?
