@@ -15,11 +15,11 @@
 //! one sled value under the key of its first entry, postcard `[(suffix, value)]`. sled costs
 //! several microseconds per entry whatever its size, so a million profiles written one per
 //! entry spend most of a sync in sled; in blocks of about [`PROFILE_BLOCK`] records or
-//! [`KEY_BLOCK`] keys they are some ten thousand writes. A read finds the block with the greatest key at or before the one it wants (one
-//! descending range step), and binary-searches it without copying. Where a block ends is
-//! decided by its last entry's key alone (a hash of it, [`ends_block`]), not by a count, so
-//! that a profile added or removed changes only its own block, and a later sync that changes a
-//! few profiles rewrites a few blocks.
+//! [`KEY_BLOCK`] keys they are some ten thousand writes. A read finds the block with the
+//! greatest key at or before the one it wants (one descending range step), and binary-searches
+//! it without copying. Where a block ends is decided by its last entry's key alone (a hash of
+//! it, [`ends_block`]), not by a count, so that a profile added or removed changes only its own
+//! block, and a later sync that changes a few profiles rewrites a few blocks.
 //!
 //! A read is one lookup of `keys` (or a `get` of `merges`) and one of `profiles`. A record holds
 //! its values already encoded, in the order of its run's [`Schema`] (names, kinds, types), so
@@ -682,11 +682,6 @@ impl OnlineStore {
             .collect::<Result<_>>()?;
         let catalog = Catalog::from_batches(&read(&catalog_table(entity))?.unwrap_or_default())?;
         let layout = RecordLayout::of(&catalog, profile_batches.first())?;
-        let schema = Schema {
-            keys: Vec::new(),
-            values: layout.values.iter().map(|(_, c)| c.clone()).collect(),
-            journeys: catalog.journeys.clone(),
-        };
 
         // Each profile's values and segments, encoded in the order the rows are stored (every
         // column read front to back) while the profiles are put in id order alongside.
@@ -708,7 +703,8 @@ impl OnlineStore {
         } = ordered;
         let schema = Schema {
             keys: key_names.clone(),
-            ..schema
+            values: layout.values.iter().map(|(_, c)| c.clone()).collect(),
+            journeys: catalog.journeys.clone(),
         };
         let encoded = serde_json::to_vec(&schema)
             .map_err(|e| Error::Internal(format!("encoding a schema: {e}")))?;
