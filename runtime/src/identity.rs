@@ -134,6 +134,54 @@ type Shelves<'a> = (
     &'a mut [SpillPart<u32>],
 );
 
+/// `work` on each of `threads` shares of the spills' partitions, one share on the calling
+/// thread and each other on a thread of its own.
+fn on_shelves(
+    threads: usize,
+    name: &str,
+    (identifiers, previous_nodes, previous_ids): (
+        &mut Spill<Seen>,
+        &mut Spill<Known>,
+        &mut Spill<u32>,
+    ),
+    work: impl Fn(Shelves<'_>) -> Result<()> + Sync,
+) -> Result<()> {
+    let span = PARTS.div_ceil(threads.clamp(1, PARTS));
+    let mut shares = identifiers
+        .parts
+        .chunks_mut(span)
+        .zip(previous_nodes.parts.chunks_mut(span))
+        .zip(previous_ids.parts.chunks_mut(span))
+        .enumerate()
+        .map(|(t, ((i, n), d))| (t * span, i, n, d));
+    let own = shares.next();
+    let work = &work;
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = shares
+            .map(|share| {
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn_scoped(scope, move || work(share))
+            })
+            .collect();
+        let mut result = own.map_or(Ok(()), work);
+        for helper in helpers {
+            let done = match helper {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(Error::Internal(
+                        "identity resolution: a thread failed".into(),
+                    ))
+                }),
+                Err(e) => Err(Error::Internal(format!(
+                    "identity resolution: starting a thread: {e}"
+                ))),
+            };
+            result = result.and(done);
+        }
+        result
+    })
+}
+
 /// A batch whose values wait to be filed.
 enum Pending {
     /// Records from `first` on, with a text column per key.
@@ -200,7 +248,8 @@ impl Resolver {
     /// buffers are sized from the text the columns hold, so that reading them never regrows a
     /// buffer (each regrowth copies, and a large block comes from fresh pages that the kernel
     /// zeroes on first touch). Columns that are missing or not text are left to the reading to
-    /// report.
+    /// report. The reservations are made on the threads that file, each for its partitions:
+    /// the memory is touched as it is taken, and zeroing it is most of what reserving costs.
     pub fn reserve_for(&mut self, records: &[RecordBatch], previous: &[RecordBatch]) {
         let rows: usize = records.iter().map(RecordBatch::num_rows).sum();
         self.times.reserve(rows);
@@ -213,15 +262,34 @@ impl Resolver {
                 }
             }
         }
-        self.identifiers.reserve(values, bytes);
         let (mut rows, mut value_bytes, mut id_bytes) = (0, 0, 0);
         for batch in previous {
             rows += batch.num_rows();
             value_bytes += batch.column_by_name("key_value").map_or(0, text_bytes);
             id_bytes += batch.column_by_name("canonical_id").map_or(0, text_bytes);
         }
-        self.previous_nodes.reserve(rows, value_bytes);
-        self.previous_ids.reserve(rows, id_bytes);
+        let threads = if values + rows < PARALLEL_FROM {
+            1
+        } else {
+            self.threads
+        };
+        // Nothing is read, so nothing can fail but starting a thread; then some partitions go
+        // unreserved and grow as they are filled.
+        let _ = on_shelves(
+            threads,
+            "cdp-identity-reserve",
+            (
+                &mut self.identifiers,
+                &mut self.previous_nodes,
+                &mut self.previous_ids,
+            ),
+            |(_, identifiers, nodes, ids)| {
+                reserve(identifiers, values, bytes);
+                reserve(nodes, rows, value_bytes);
+                reserve(ids, rows, id_bytes);
+                Ok(())
+            },
+        );
     }
 
     /// One record: its time (`None` for null) and the normalized value of each key, in the
@@ -430,17 +498,8 @@ impl Resolver {
         } else {
             self.threads.clamp(1, PARTS)
         };
-        let span = PARTS.div_ceil(threads);
         let times = &self.times;
         let pending = &pending;
-        let ranges = self
-            .identifiers
-            .parts
-            .chunks_mut(span)
-            .zip(self.previous_nodes.parts.chunks_mut(span))
-            .zip(self.previous_ids.parts.chunks_mut(span))
-            .enumerate()
-            .map(|(t, ((i, n), d))| (t * span, i, n, d));
         let file = |(lo, identifiers, nodes, ids): Shelves<'_>| -> Result<()> {
             let hi = lo + identifiers.len();
             let mine = |h: u64| {
@@ -501,35 +560,16 @@ impl Resolver {
             }
             Ok(())
         };
-        if threads == 1 {
-            return ranges.map(&file).try_for_each(|r| r);
-        }
-        std::thread::scope(|scope| {
-            let mut ranges = ranges;
-            let own = ranges.next();
-            let helpers: Vec<_> = ranges
-                .map(|range| {
-                    std::thread::Builder::new()
-                        .name("cdp-identity-file".into())
-                        .spawn_scoped(scope, move || file(range))
-                })
-                .collect();
-            let mut result = own.map_or(Ok(()), file);
-            for helper in helpers {
-                let done = match helper {
-                    Ok(handle) => handle.join().unwrap_or_else(|_| {
-                        Err(Error::Internal(
-                            "identity resolution: a thread failed".into(),
-                        ))
-                    }),
-                    Err(e) => Err(Error::Internal(format!(
-                        "identity resolution: starting a thread: {e}"
-                    ))),
-                };
-                result = result.and(done);
-            }
-            result
-        })
+        on_shelves(
+            threads,
+            "cdp-identity-file",
+            (
+                &mut self.identifiers,
+                &mut self.previous_nodes,
+                &mut self.previous_ids,
+            ),
+            file,
+        )
     }
 
     /// Resolves: components, anchors, canonical ids and merges.
@@ -558,9 +598,7 @@ impl Resolver {
             interned.found = lookup_part(&interned, &previous_nodes.parts[p]);
             Ok(interned)
         })?;
-        let (nodes, first_seen) = NodeSet::assemble(&mut parts)?;
-        let offsets = nodes.offsets.clone();
-        let n = nodes.len();
+        let offsets = NodeSet::offsets(&parts)?;
 
         timings.push(("intern", clock.elapsed()));
         clock = std::time::Instant::now();
@@ -579,10 +617,25 @@ impl Resolver {
                 }
             }
         }
-        drop(parts);
         drop(identifiers);
         drop(previous_nodes);
-        let mut raw = Vec::new();
+        // Put together once the spills are gone, in the memory they leave.
+        let (nodes, first_seen) = NodeSet::assemble(&mut parts)?;
+        drop(parts);
+        let n = nodes.len();
+        // Sized exactly: growing would copy, and take fresh memory.
+        let pairs: usize = if width > 1 {
+            of_record
+                .chunks_exact(width)
+                .map(|ids| {
+                    let k = ids.iter().filter(|&&x| x != NONE).count();
+                    k * k.saturating_sub(1) / 2
+                })
+                .sum()
+        } else {
+            0
+        };
+        let mut raw = Vec::with_capacity(pairs);
         if width > 1 {
             for (r, ids) in of_record.chunks_exact(width).enumerate() {
                 let t = times[r];
@@ -592,7 +645,7 @@ impl Resolver {
                     }
                     for &y in &ids[i + 1..] {
                         if y != NONE {
-                            raw.push(RawLink {
+                            raw.push(Link {
                                 a: x.min(y),
                                 b: x.max(y),
                                 t,
@@ -649,13 +702,7 @@ impl Resolver {
         };
         timings.push(("components", clock.elapsed()));
         clock = std::time::Instant::now();
-        let mut anchor = vec![NONE; components as usize];
-        for (node, &c) in node_component.iter().enumerate() {
-            let current = &mut anchor[c as usize];
-            if *current == NONE || view.anchor_cmp(node as u32, *current) == Ordering::Less {
-                *current = node as u32;
-            }
-        }
+        let anchor = anchors(&view, &node_component, components as usize, threads)?;
 
         timings.push(("anchors", clock.elapsed()));
         clock = std::time::Instant::now();
@@ -740,6 +787,8 @@ impl Resolver {
             }
             Ok(out)
         })?;
+        let count: usize = fresh.iter().map(Vec::len).sum();
+        ids.reserve(count, count * 16);
         for (c, hex) in fresh.into_iter().flatten() {
             component_id[c as usize] = ids.push(std::str::from_utf8(&hex).unwrap_or_default())?;
         }
@@ -1053,20 +1102,22 @@ impl<I: SpillItem> Spill<I> {
         self.parts.iter().map(|p| p.items.len()).sum()
     }
 
-    /// Room for about `n` more strings of `bytes` bytes in all, spread as the hash spreads
-    /// them: evenly, with an eighth more for the partitions that draw more than their share.
-    fn reserve(&mut self, n: usize, bytes: usize) {
-        let share = |total: usize| total / PARTS + total / PARTS / 8 + 16;
-        for part in &mut self.parts {
-            part.items.reserve(share(n));
-            part.ends.reserve(share(n));
-            part.text.reserve(share(bytes));
-        }
-    }
-
     fn push(&mut self, value: &str, item: I) -> Result<()> {
         let h = hash(item.key(), value.as_bytes());
         self.parts[partition(h)].push(value, item)
+    }
+}
+
+/// Room in these partitions for their share of `n` more strings of `bytes` bytes in all,
+/// spread as the hash spreads them: evenly, with a thirty-second more for the partitions that
+/// draw more than their share (a partition of 100k values strays from its share by about
+/// 0.3%; every byte reserved is a byte the kernel zeroes, so the slack is not free).
+fn reserve<I>(parts: &mut [SpillPart<I>], n: usize, bytes: usize) {
+    let share = |total: usize| total / PARTS + total / PARTS / 32 + 16;
+    for part in parts {
+        part.items.reserve(share(n));
+        part.ends.reserve(share(n));
+        part.text.reserve(share(bytes));
     }
 }
 
@@ -1247,6 +1298,22 @@ struct NodeSet {
 }
 
 impl NodeSet {
+    /// Where each partition's numbers start when they are numbered one after another.
+    fn offsets(parts: &[Interned]) -> Result<Vec<u32>> {
+        let mut offsets = Vec::with_capacity(parts.len());
+        let mut total = 0usize;
+        for part in parts {
+            offsets.push(total as u32);
+            total += part.keys.len();
+            if total >= NONE as usize {
+                return Err(Error::Internal(
+                    "identity resolution: more than 2^32 identifiers".into(),
+                ));
+            }
+        }
+        Ok(offsets)
+    }
+
     /// Numbers the identifiers of the partitions one after another, taking them (and their
     /// tables) from the partitions. Returns them and their first times.
     fn assemble(parts: &mut [Interned]) -> Result<(NodeSet, Vec<i64>)> {
@@ -1412,15 +1479,9 @@ fn word(bytes: &[u8]) -> u64 {
 
 // ------------------------------------------------------------------------------ links
 
-/// A link as a record gives it: `a < b`.
+/// A link `a < b` with the time a record gave it (after [`unique_links`], the time it was first
+/// seen).
 #[derive(Clone, Copy)]
-struct RawLink {
-    a: u32,
-    b: u32,
-    t: i64,
-}
-
-/// A distinct link `a < b` with the time it was first seen.
 struct Link {
     a: u32,
     b: u32,
@@ -1428,30 +1489,32 @@ struct Link {
 }
 
 /// The distinct links with their first-seen times: a counting sort on `a`, then a small sort of
-/// each `a`'s links on `b`.
-fn unique_links(nodes: usize, raw: Vec<RawLink>) -> Result<Vec<Link>> {
+/// each `a`'s links on `b`. The links are written over the raw ones.
+fn unique_links(nodes: usize, raw: Vec<Link>) -> Result<Vec<Link>> {
     if raw.len() >= NONE as usize {
         return Err(Error::Internal(
             "identity resolution: more than 2^32 links".into(),
         ));
     }
+    // Counted, summed to where each `a`'s links end, then filled backwards: each `a`'s entry
+    // ends where its links begin, and the next `a`'s where they end.
     let mut start = vec![0u32; nodes + 1];
     for l in &raw {
-        start[l.a as usize + 1] += 1;
+        start[l.a as usize] += 1;
     }
-    for i in 0..nodes {
-        start[i + 1] += start[i];
+    let mut sum = 0u32;
+    for s in start.iter_mut() {
+        sum += *s;
+        *s = sum;
     }
-    let mut fill = start.clone();
     let mut by_a = vec![(0u32, 0i64); raw.len()];
     for l in &raw {
-        let slot = &mut fill[l.a as usize];
+        let slot = &mut start[l.a as usize];
+        *slot -= 1;
         by_a[*slot as usize] = (l.b, l.t);
-        *slot += 1;
     }
-    drop(fill);
-    drop(raw);
-    let mut links = Vec::with_capacity(by_a.len());
+    let mut links = raw;
+    links.clear();
     for a in 0..nodes {
         let bucket = &mut by_a[start[a] as usize..start[a + 1] as usize];
         if bucket.len() > 1 {
@@ -1471,66 +1534,80 @@ fn unique_links(nodes: usize, raw: Vec<RawLink>) -> Result<Vec<Link>> {
 
 /// Which links `max N per profile` drops: for each identifier, its links to identifiers of a
 /// limited key ranked by (link first seen, value); those ranked after N are dropped.
+///
+/// Nearly every identifier has fewer such links than the least limit, and is left alone
+/// without looking at its links: a first pass counts them in a byte per identifier (which also
+/// says whether the identifier's key is limited, so that a link's far end is one read in a small
+/// array), and only the links around identifiers counted past the least limit are gathered and
+/// sorted.
 fn apply_limits(keys: &[KeySpec], nodes: &NodeSet, links: &[Link]) -> Result<Vec<bool>> {
     let limits: Vec<Option<u64>> = keys.iter().map(|k| k.max_per_profile).collect();
     let Some(least) = limits.iter().flatten().min().copied() else {
         return Ok(Vec::new());
     };
-    let limited = |node: u32| limits[nodes.key(node) as usize].is_some();
-    // For each identifier x, the links (other end, link) whose other end has a limited key.
-    let n = nodes.len();
-    let mut start = vec![0u32; n + 1];
-    let mut count = 0usize;
+    const LIMITED: u8 = 0x80;
+    const COUNT: u8 = 0x7f;
+    let mut state: Vec<u8> = nodes
+        .keys
+        .iter()
+        .map(|&k| {
+            if limits[k as usize].is_some() {
+                LIMITED
+            } else {
+                0
+            }
+        })
+        .collect();
+    let count = |state: &mut [u8], node: u32| {
+        let s = &mut state[node as usize];
+        if *s & COUNT < COUNT {
+            *s += 1;
+        }
+    };
     for l in links {
-        if limited(l.b) {
-            start[l.a as usize + 1] += 1;
-            count += 1;
+        let (a, b) = (state[l.a as usize], state[l.b as usize]);
+        if b & LIMITED != 0 {
+            count(&mut state, l.a);
         }
-        if limited(l.a) {
-            start[l.b as usize + 1] += 1;
-            count += 1;
+        if a & LIMITED != 0 {
+            count(&mut state, l.b);
         }
     }
-    if count >= NONE as usize {
-        return Err(Error::Internal(
-            "identity resolution: more than 2^32 limited links".into(),
-        ));
+    // A count at its ceiling may be any number past it: its identifier is looked at too.
+    let over = |s: u8| u64::from(s & COUNT) > least || s & COUNT == COUNT;
+    if !state.iter().any(|&s| over(s)) {
+        return Ok(Vec::new());
     }
-    for i in 0..n {
-        start[i + 1] += start[i];
-    }
-    let mut fill = start.clone();
-    let mut ends = vec![(0u32, 0u32); count];
+    let limited = |s: u8| s & LIMITED != 0;
+    // (identifier, linked identifier of a limited key, link)
+    let mut around: Vec<(u32, u32, u32)> = Vec::new();
     for (i, l) in links.iter().enumerate() {
-        if limited(l.b) {
-            let slot = &mut fill[l.a as usize];
-            ends[*slot as usize] = (l.b, i as u32);
-            *slot += 1;
+        let (a, b) = (state[l.a as usize], state[l.b as usize]);
+        if limited(b) && over(a) {
+            around.push((l.a, l.b, i as u32));
         }
-        if limited(l.a) {
-            let slot = &mut fill[l.b as usize];
-            ends[*slot as usize] = (l.a, i as u32);
-            *slot += 1;
+        if limited(a) && over(b) {
+            around.push((l.b, l.a, i as u32));
         }
     }
-    drop(fill);
+    drop(state);
+    around.sort_unstable_by_key(|&(x, _, _)| x);
     let mut dropped = vec![false; links.len()];
-    for x in 0..n {
-        let around = &mut ends[start[x] as usize..start[x + 1] as usize];
-        if around.len() as u64 <= least {
+    for group in around.chunk_by_mut(|p, q| p.0 == q.0) {
+        if group.len() as u64 <= least {
             continue;
         }
-        around.sort_unstable_by(|&(p, lp), &(q, lq)| {
+        group.sort_unstable_by(|&(_, p, lp), &(_, q, lq)| {
             nodes
                 .key(p)
                 .cmp(&nodes.key(q))
                 .then(links[lp as usize].t.cmp(&links[lq as usize].t))
                 .then_with(|| nodes.value(p).cmp(nodes.value(q)))
         });
-        for group in around.chunk_by(|x, y| nodes.key(x.0) == nodes.key(y.0)) {
-            if let Some(max) = limits[nodes.key(group[0].0) as usize] {
+        for by_key in group.chunk_by(|x, y| nodes.key(x.1) == nodes.key(y.1)) {
+            if let Some(max) = limits[nodes.key(by_key[0].1) as usize] {
                 let keep = usize::try_from(max).unwrap_or(usize::MAX);
-                for &(_, link) in group.iter().skip(keep) {
+                for &(_, _, link) in by_key.iter().skip(keep) {
                     dropped[link as usize] = true;
                 }
             }
@@ -1626,6 +1703,52 @@ impl Nodes<'_> {
     }
 }
 
+/// The anchor of each component: its least identifier in the anchor order.
+///
+/// The components of consecutive identifiers are scattered, so each step reads a component's
+/// current anchor at random: each thread takes a range of identifiers and keeps, per component,
+/// its least identifier in the range with that identifier's first time beside it (the time
+/// decides nearly every comparison, and then needs no second random read); the ranges' winners
+/// are then compared component by component.
+fn anchors(
+    view: &Nodes<'_>,
+    node_component: &[u32],
+    components: usize,
+    threads: usize,
+) -> Result<Vec<u32>> {
+    let n = node_component.len();
+    let threads = if n < PARALLEL_FROM { 1 } else { threads };
+    let better = |node: u32, seen: i64, current: (i64, u32)| {
+        current.1 == NONE
+            || seen < current.0
+            || (seen == current.0 && view.anchor_cmp(node, current.1) == Ordering::Less)
+    };
+    let span = n.div_ceil(threads).max(1);
+    let found = for_tasks(threads, threads, n, |t| {
+        let mut least = vec![(NEVER, NONE); components];
+        let first = (t * span).min(n);
+        let last = (first + span).min(n);
+        for (node, &c) in (first..last).zip(&node_component[first..last]) {
+            let seen = view.first_seen[node];
+            let current = &mut least[c as usize];
+            if better(node as u32, seen, *current) {
+                *current = (seen, node as u32);
+            }
+        }
+        Ok(least)
+    })?;
+    let mut found = found.into_iter();
+    let mut least = found.next().unwrap_or_default();
+    for other in found {
+        for (current, (seen, node)) in least.iter_mut().zip(other) {
+            if node != NONE && better(node, seen, *current) {
+                *current = (seen, node);
+            }
+        }
+    }
+    Ok(least.into_iter().map(|(_, node)| node).collect())
+}
+
 /// A component's anchor, ordered by its `key:value`.
 struct Anchor<'a, 'b>(&'a Nodes<'b>, u32);
 
@@ -1686,12 +1809,19 @@ impl<'a> StrColumn<'a> {
 #[derive(Default)]
 struct Arena {
     text: String,
-    ends: Vec<usize>,
+    /// Where each string ends in `text` (which holds less than 4 GiB).
+    ends: Vec<u32>,
 }
 
 impl Arena {
     fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Room for `n` more strings of `bytes` bytes in all.
+    fn reserve(&mut self, n: usize, bytes: usize) {
+        self.ends.reserve(n);
+        self.text.reserve(bytes);
     }
 
     fn push(&mut self, s: &str) -> Result<u32> {
@@ -1702,7 +1832,7 @@ impl Arena {
             ));
         }
         self.text.push_str(s);
-        self.ends.push(self.text.len());
+        self.ends.push(arena_end(self.text.len())?);
         Ok(i as u32)
     }
 
@@ -1713,7 +1843,8 @@ impl Arena {
                 "identity resolution: more than 2^32 strings".into(),
             ));
         }
-        let base = self.text.len();
+        let base = arena_end(self.text.len())?;
+        arena_end(self.text.len() + other.text.len())?;
         self.text.push_str(&other.text);
         self.ends.extend(other.ends.iter().map(|e| e + base));
         Ok(())
@@ -1722,9 +1853,16 @@ impl Arena {
     #[inline]
     fn get(&self, i: u32) -> &str {
         let i = i as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
     }
+}
+
+/// An end in an arena's text, which must stay below 4 GiB.
+fn arena_end(len: usize) -> Result<u32> {
+    u32::try_from(len).map_err(|_| {
+        Error::Internal("identity resolution: more than 4 GiB of strings in one arena".into())
+    })
 }
 
 #[cfg(test)]
@@ -1946,6 +2084,26 @@ mod tests {
         let ids = node_ids(&limited);
         for i in 3..=5 {
             assert_eq!(ids[&format!("email:e{i}")], md5_id(&format!("email:e{i}")));
+        }
+    }
+
+    /// The first pass counts links in 7 bits: limits past that are still applied exactly.
+    #[test]
+    fn limits_past_a_hundred_and_twenty_seven_links_are_exact() {
+        let emails: Vec<String> = (0..300).map(|i| format!("e{i:03}")).collect();
+        let run = |max: u64| {
+            let keys = [key("email", 1, Some(max)), key("cookie", 2, None)];
+            let mut r = Resolver::new(keys.to_vec()).unwrap();
+            for (i, e) in emails.iter().enumerate() {
+                r.add_record(Some(i as i64), &[Some(e.as_str()), Some("c")])
+                    .unwrap();
+            }
+            r.resolve().unwrap().stats()
+        };
+        for (max, kept) in [(126, 126), (127, 127), (128, 128), (200, 200), (300, 300)] {
+            let s = run(max);
+            assert_eq!((s.links, s.edges), (300, kept), "max {max}");
+            assert_eq!(s.components, 300 - kept + 1, "max {max}");
         }
     }
 
