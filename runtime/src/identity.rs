@@ -1448,19 +1448,34 @@ impl Table {
     }
 }
 
-/// A fast 64-bit hash of (key, bytes): folded multiplications over 8-byte words.
+/// A fast 64-bit hash of (key, bytes): folded multiplications over 8-byte words. A tail shorter
+/// than a word is read as the last 8 bytes (overlapping the word before), or for short values
+/// as two overlapping 4-byte halves: whole loads, where copying the tail into a zeroed word
+/// costs a call and a stalled load per value.
 fn hash(key: u32, bytes: &[u8]) -> u64 {
     const K0: u64 = 0x9e37_79b9_7f4a_7c15;
     const K1: u64 = 0xc2b2_ae3d_27d4_eb4f;
     const K2: u64 = 0x1656_67b1_9e37_79f9;
-    let mut h = fold(u64::from(key) ^ K2, (bytes.len() as u64) ^ K0);
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        h = fold(h ^ word(w), K1);
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        h = fold(h ^ word(rest), K0);
+    let n = bytes.len();
+    let mut h = fold(u64::from(key) ^ K2, (n as u64) ^ K0);
+    if n >= 8 {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            h = fold(h ^ word(w), K1);
+        }
+        if !words.remainder().is_empty() {
+            h = fold(h ^ word(&bytes[n - 8..]), K0);
+        }
+    } else if n >= 4 {
+        let half = |at: usize| {
+            u64::from(u32::from_le_bytes(
+                bytes[at..at + 4].try_into().unwrap_or([0; 4]),
+            ))
+        };
+        h = fold(h ^ (half(0) | half(n - 4) << 32), K0);
+    } else if n > 0 {
+        let w = u64::from(bytes[0]) | u64::from(bytes[n / 2]) << 8 | u64::from(bytes[n - 1]) << 16;
+        h = fold(h ^ w, K0);
     }
     fold(h, K1)
 }
@@ -1470,11 +1485,9 @@ fn fold(a: u64, b: u64) -> u64 {
     (p as u64) ^ ((p >> 64) as u64)
 }
 
+/// Eight bytes as a word (`bytes` holds eight).
 fn word(bytes: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    let n = bytes.len().min(8);
-    w[..n].copy_from_slice(&bytes[..n]);
-    u64::from_le_bytes(w)
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
 }
 
 // ------------------------------------------------------------------------------ links
