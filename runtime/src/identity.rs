@@ -182,6 +182,44 @@ fn on_shelves(
     })
 }
 
+/// The partition of each value of a column, hashed with the key `key_of` gives its row; rows
+/// without a key, or null, get 0 (their byte is never read). Runs of rows are hashed on up to
+/// `threads` threads.
+fn partitions_of(
+    column: &StrColumn<'_>,
+    key_of: impl Fn(usize) -> Option<u32> + Sync,
+    threads: usize,
+) -> Vec<u8> {
+    const _: () = assert!(PART_BITS <= 8, "a partition is kept in a byte");
+    let n = column.len();
+    let mut out = vec![0u8; n];
+    let threads = if n < PARALLEL_FROM { 1 } else { threads.max(1) };
+    let span = n.div_ceil(threads * 4).max(1);
+    let runs = std::sync::Mutex::new(out.chunks_mut(span).enumerate());
+    let hash_runs = || loop {
+        let next = runs.lock().ok().and_then(|mut runs| runs.next());
+        let Some((r, run)) = next else {
+            return;
+        };
+        for (i, p) in run.iter_mut().enumerate() {
+            let row = r * span + i;
+            if let (Some(key), Some(value)) = (key_of(row), column.get(row)) {
+                *p = partition(hash(key, value.as_bytes())) as u8;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            // A helper that cannot start leaves its runs to the others.
+            let _ = std::thread::Builder::new()
+                .name("cdp-identity-hash".into())
+                .spawn_scoped(scope, hash_runs);
+        }
+        hash_runs();
+    });
+    out
+}
+
 /// A batch whose values wait to be filed.
 enum Pending {
     /// Records from `first` on, with a text column per key.
@@ -498,28 +536,52 @@ impl Resolver {
         } else {
             self.threads.clamp(1, PARTS)
         };
+        // Reading checked the columns; a value that is not there now is a bug, not data to skip.
+        let gone = || Error::Internal("identity resolution: a read column changed".into());
+        // Each value's partition, hashed once (every filing thread would otherwise hash every
+        // value to find its own): per batch, a lane of partitions per column filed.
+        let mut lanes: Vec<Vec<Vec<u8>>> = Vec::with_capacity(pending.len());
+        for batch in &pending {
+            lanes.push(match batch {
+                Pending::Records { columns, .. } => columns
+                    .iter()
+                    .enumerate()
+                    .map(|(k, column)| {
+                        let column = StrColumn::new(column).ok_or_else(gone)?;
+                        Ok(partitions_of(&column, |_| Some(k as u32), threads))
+                    })
+                    .collect::<Result<_>>()?,
+                Pending::Previous { columns, keys, .. } => {
+                    let values = StrColumn::new(&columns[0]).ok_or_else(gone)?;
+                    let ids = StrColumn::new(&columns[1]).ok_or_else(gone)?;
+                    let key = |i: usize| Some(keys[i]).filter(|&k| k != NONE);
+                    vec![
+                        partitions_of(&values, key, threads),
+                        partitions_of(&ids, |i| key(i).map(|_| 0), threads),
+                    ]
+                }
+            });
+        }
         let times = &self.times;
         let pending = &pending;
+        let lanes = &lanes;
         let file = |(lo, identifiers, nodes, ids): Shelves<'_>| -> Result<()> {
             let hi = lo + identifiers.len();
-            let mine = |h: u64| {
-                let p = partition(h);
+            let mine = |p: u8| {
+                let p = usize::from(p);
                 (lo..hi).contains(&p).then(|| p - lo)
             };
-            // Reading checked the columns; a value that is not there now is a bug, not data
-            // to skip.
-            let gone = || Error::Internal("identity resolution: a read column changed".into());
-            for batch in pending {
+            for (batch, lanes) in pending.iter().zip(lanes) {
                 match batch {
                     Pending::Records { first, columns } => {
                         // Column by column: one key's values hash alike.
-                        for (k, column) in columns.iter().enumerate() {
+                        for (k, (column, lane)) in columns.iter().zip(lanes).enumerate() {
                             let column = StrColumn::new(column).ok_or_else(gone)?;
-                            for row in 0..column.len() {
-                                let Some(value) = column.get(row) else {
+                            for (row, &p) in lane.iter().enumerate() {
+                                let Some(p) = mine(p) else {
                                     continue;
                                 };
-                                if let Some(p) = mine(hash(k as u32, value.as_bytes())) {
+                                if let Some(value) = column.get(row) {
                                     let record = first + row;
                                     identifiers[p].push(
                                         value,
@@ -540,17 +602,18 @@ impl Resolver {
                     } => {
                         let values = StrColumn::new(&columns[0]).ok_or_else(gone)?;
                         let id_column = StrColumn::new(&columns[1]).ok_or_else(gone)?;
+                        let (value_lane, id_lane) = (&lanes[0], &lanes[1]);
                         let mut row = *first;
                         for (i, &key) in keys.iter().enumerate() {
                             if key == NONE {
                                 continue;
                             }
-                            let (value, id) =
-                                values.get(i).zip(id_column.get(i)).ok_or_else(gone)?;
-                            if let Some(p) = mine(hash(key, value.as_bytes())) {
+                            if let Some(p) = mine(value_lane[i]) {
+                                let value = values.get(i).ok_or_else(gone)?;
                                 nodes[p].push(value, Known { row, key })?;
                             }
-                            if let Some(p) = mine(hash(0, id.as_bytes())) {
+                            if let Some(p) = mine(id_lane[i]) {
+                                let id = id_column.get(i).ok_or_else(gone)?;
                                 ids[p].push(id, row)?;
                             }
                             row += 1;
@@ -1996,7 +2059,7 @@ mod tests {
                 })
                 .collect()
         };
-        let first = batches(45_000);
+        let first = batches(90_000);
         let mut all = first.clone();
         all.extend(batches(15_000));
         let resolve_on = |threads: usize, records: &[RecordBatch], previous: &[RecordBatch]| {
@@ -2020,8 +2083,10 @@ mod tests {
             (rows, merges)
         };
         let map = resolve_on(1, &first, &[]).id_map_batch().unwrap();
-        // Enough values that filing and interning do go to threads.
+        // Enough values that filing and interning do go to threads, and the id map's columns
+        // are hashed on threads too.
         assert!(all.iter().map(|b| 3 * b.num_rows()).sum::<usize>() > PARALLEL_FROM);
+        assert!(map.num_rows() > PARALLEL_FROM);
         let one = listed(&resolve_on(1, &all, std::slice::from_ref(&map)));
         assert!(!one.1.is_empty(), "the second run merges profiles");
         for threads in [2, 3] {
