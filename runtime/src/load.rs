@@ -1400,6 +1400,94 @@ pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, Strin
 
 /// `1990-05-17` as days since 1970-01-01.
 pub fn parse_date(text: &str) -> Result<i32, String> {
+    match canonical_date(text.as_bytes()) {
+        Some(days) => Ok(days),
+        None => parse_date_by_format(text),
+    }
+}
+
+/// Days since 1970-01-01 (from chrono's Common Era count).
+const EPOCH_FROM_CE: i32 = 719_163;
+
+/// The digits of `b` as a number, if all of them are ASCII digits.
+fn digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+    })
+}
+
+/// `YYYY-MM-DD` exactly (four-digit year, a real calendar day), read without a format string:
+/// dates and timestamps are parsed for every loaded cell, every tracked event and every date
+/// literal the streaming operators evaluate. Anything else (`None`) goes to chrono's parser,
+/// which gives the same answer for what this accepts (`fast_dates_and_timestamps_parse_as_chrono_does`).
+fn canonical_date(b: &[u8]) -> Option<i32> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, m, d) = (digits(&b[..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let date = NaiveDate::from_ymd_opt(y as i32, m, d)?;
+    use chrono::Datelike;
+    Some(date.num_days_from_ce() - EPOCH_FROM_CE)
+}
+
+/// `YYYY-MM-DD[ T]HH:MM:SS[.f…][Z|±HH:MM]` or a bare canonical date, as microseconds since the
+/// epoch, read without a format string; `None` for anything else (and for what needs chrono's
+/// error: more precise than microseconds, a leap second), which [`parse_timestamp`] then hands
+/// to chrono.
+fn canonical_timestamp(b: &[u8]) -> Option<i64> {
+    const SECOND: i64 = 1_000_000;
+    let days = i64::from(canonical_date(b.get(..10)?)?);
+    if b.len() == 10 {
+        return Some(days * 86_400 * SECOND);
+    }
+    if b.len() < 19 || !matches!(b[10], b' ' | b'T') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, s) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    if h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    let mut micros = 0i64;
+    let mut rest = &b[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        let (kept, beyond) = fraction[..n].split_at(n.min(6));
+        if beyond.iter().any(|&c| c != b'0') {
+            return None;
+        }
+        micros = i64::from(digits(kept)?) * 10i64.pow(6 - kept.len() as u32);
+        rest = &fraction[n..];
+    }
+    let offset = match rest {
+        [] => 0,
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), oh @ .., b':', om1, om2] if oh.len() == 2 => {
+            let (oh, om) = (digits(oh)?, digits(&[*om1, *om2])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let minutes = i64::from(oh * 60 + om);
+            if *sign == b'+' {
+                minutes
+            } else {
+                -minutes
+            }
+        }
+        _ => return None,
+    };
+    let seconds = i64::from(h * 3600 + mi * 60 + s) - offset * 60;
+    Some((days * 86_400 + seconds) * SECOND + micros)
+}
+
+/// [`parse_date`] by chrono's format parser.
+fn parse_date_by_format(text: &str) -> Result<i32, String> {
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| "is not a date (like 1990-05-17)".to_string())?;
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
@@ -1408,6 +1496,14 @@ pub fn parse_date(text: &str) -> Result<i32, String> {
 
 /// `2024-11-03 14:22:05[.ffffff]` (or with a `T`, or a bare date) as microseconds since the epoch.
 pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    match canonical_timestamp(text.as_bytes()) {
+        Some(micros) => Ok(micros),
+        None => parse_timestamp_by_format(text),
+    }
+}
+
+/// [`parse_timestamp`] by chrono's parsers.
+fn parse_timestamp_by_format(text: &str) -> Result<i64, String> {
     let bad = || "is not a timestamp (like 2024-11-03 14:22:05)".to_string();
     // With a zone (`2024-11-03T14:22:05.120Z`, `…+01:00`): the UTC time it names.
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {

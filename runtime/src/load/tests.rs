@@ -717,3 +717,87 @@ fn a_parquet_file_read_in_parallel_keeps_file_order_and_lines() {
         }
     }
 }
+
+/// Dates and timestamps: the parser without format strings gives chrono's answer (a value, or
+/// an error) for every text, near the canonical shapes and inside them.
+mod fast_dates {
+    use proptest::prelude::*;
+
+    use super::super::{
+        parse_date, parse_date_by_format, parse_timestamp, parse_timestamp_by_format,
+    };
+
+    /// Texts shaped like dates and timestamps, with the fields sometimes out of range and the
+    /// separators, fractions and zones varied.
+    fn near_canonical() -> impl Strategy<Value = String> {
+        // Mostly in range (so that most texts are real instants), sometimes just past it.
+        let field = |max: u32| {
+            prop_oneof![
+                12 => (0..max).prop_map(|n| format!("{n:02}")),
+                1 => (max..=max + 1).prop_map(|n| format!("{n:02}")),
+                1 => "[0-9]{1,3}",
+                1 => Just("a1".to_string()),
+            ]
+        };
+        let date = (
+            prop_oneof![
+                12 => (1i32..=9999).prop_map(|y| format!("{y:04}")),
+                1 => "[0-9]{2,5}",
+                1 => Just("+2024".to_string()),
+            ],
+            field(13).prop_filter("month 00 is rare enough", |m| m != "00"),
+            field(29),
+        )
+            .prop_map(|(y, m, d)| format!("{y}-{m}-{d}"));
+        let time = (
+            prop_oneof![4 => Just(" "), 4 => Just("T"), 1 => Just("t"), 1 => Just("_")],
+            field(24),
+            field(60),
+            field(60),
+            prop_oneof![Just(String::new()), "\\.[0-9]{0,10}", "\\.[0-9]{1,6}0{0,4}",],
+            prop_oneof![
+                Just(String::new()),
+                Just("Z".to_string()),
+                Just("z".to_string()),
+                (prop_oneof![Just('+'), Just('-')], 0u32..=25, 0u32..=61)
+                    .prop_map(|(s, h, m)| format!("{s}{h:02}:{m:02}")),
+                "[+-][0-9]{1,4}",
+            ],
+        )
+            .prop_map(|(sep, h, m, s, f, z)| format!("{sep}{h}:{m}:{s}{f}{z}"));
+        (
+            date,
+            prop::option::of(time),
+            prop_oneof![8 => Just(""), 1 => Just(" "), 1 => Just("x")],
+        )
+            .prop_map(|(d, t, tail)| format!("{d}{}{tail}", t.unwrap_or_default()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn fast_dates_and_timestamps_parse_as_chrono_does(text in near_canonical()) {
+            prop_assert_eq!(parse_date(&text), parse_date_by_format(&text), "{}", text);
+            prop_assert_eq!(parse_timestamp(&text), parse_timestamp_by_format(&text), "{}", text);
+        }
+    }
+
+    #[test]
+    fn canonical_shapes_take_the_fast_path_and_give_the_instant() {
+        use super::super::{canonical_date, canonical_timestamp};
+        assert_eq!(canonical_date(b"1970-01-01"), Some(0));
+        assert_eq!(canonical_date(b"2024-02-29"), Some(19_782));
+        assert_eq!(canonical_date(b"2023-02-29"), None);
+        let t = |s: &str| canonical_timestamp(s.as_bytes());
+        assert_eq!(t("1970-01-01 00:00:01"), Some(1_000_000));
+        assert_eq!(
+            t("2024-11-03T14:22:05.12Z"),
+            t("2024-11-03 15:22:05.120000+01:00")
+        );
+        assert_eq!(t("1969-12-31T23:59:59.999999Z"), Some(-1));
+        // Left to chrono: more precise than microseconds (an error), a leap second.
+        assert_eq!(t("2024-11-03 14:22:05.1234567"), None);
+        assert!(parse_timestamp("2024-11-03 14:22:05.1234567").is_err());
+        assert_eq!(t("2016-12-31T23:59:60Z"), None);
+    }
+}
