@@ -474,7 +474,9 @@ pub enum Literal {
     Int(i64),
     /// Decimal text as written (`12.50`), exact.
     Decimal(String),
-    String(String),
+    /// Shared, so that evaluating it (the streaming operators do, at every evaluation) is a
+    /// reference count, not a copy.
+    String(std::sync::Arc<str>),
     /// `YYYY-MM-DD`.
     Date(String),
     /// Microseconds since the Unix epoch (UTC).

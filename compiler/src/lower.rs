@@ -435,7 +435,7 @@ impl<'c> Lowerer<'c> {
                 Ok(i) if !n.contains('.') => Literal::Int(i),
                 _ => Literal::Decimal(n.clone()),
             }),
-            A::String(s) => ExprKind::Literal(Literal::String(s.clone())),
+            A::String(s) => ExprKind::Literal(Literal::String(s.as_str().into())),
             A::Duration(d) => ExprKind::Literal(Literal::DurationMs(d.millis())),
             A::Date(s) => ExprKind::Literal(Literal::Date(s.clone())),
             A::Timestamp(s) => {

@@ -57,7 +57,7 @@ impl Value {
             Literal::Bool(b) => Value::Bool(*b),
             Literal::Int(i) => Value::Int(*i),
             Literal::Decimal(s) => decimal_text(s).unwrap_or(Value::Null),
-            Literal::String(s) => Value::str(s),
+            Literal::String(s) => Value::Str(s.clone()),
             Literal::Date(s) => parse_date(s).map(Value::Date).unwrap_or(Value::Null),
             Literal::TimestampMicros(m) => Value::Timestamp(*m),
             Literal::DurationMs(ms) => Value::Duration(*ms as i64),
