@@ -196,15 +196,9 @@ impl AggSpec {
             if self.function == AggFn::Count {
                 return Value::Int((items.len() - first) as i64);
             }
-            let all = AggSpec {
-                window: None,
-                ..self.clone()
-            };
-            let mut unbounded = all.empty();
-            for (t, v) in items.range(first..) {
-                all.add(&mut unbounded, *t, v.clone());
-            }
-            return all.value(&unbounded, as_of);
+            return self
+                .fold(items.range(first..))
+                .unwrap_or_else(|| self.unbounded(items.range(first..), as_of));
         }
         match state {
             AggState::Count(n) => Value::Int(*n),
@@ -224,6 +218,95 @@ impl AggSpec {
             },
             AggState::Window(_) => Value::Null,
         }
+    }
+
+    /// The value of an unbounded state of `items`, built event by event.
+    fn unbounded<'v>(&self, items: impl Iterator<Item = &'v (i64, Value)>, as_of: i64) -> Value {
+        let all = AggSpec {
+            window: None,
+            ..self.clone()
+        };
+        let mut state = all.empty();
+        for (t, v) in items {
+            all.add(&mut state, *t, v.clone());
+        }
+        all.value(&state, as_of)
+    }
+
+    /// The value of the events of a window (no nulls: [`AggSpec::add`] keeps none) folded as
+    /// [`AggSpec::add`] then [`AggSpec::value`] of an unbounded state would, without building
+    /// that state: a windowed value is worked out at every evaluation reading it, and at each
+    /// instant a timer's search tries. `None` for `first_k` / `last_k`, which build it.
+    fn fold<'v>(&self, items: impl Iterator<Item = &'v (i64, Value)>) -> Option<Value> {
+        Some(match self.function {
+            AggFn::Count => Value::Int(items.count() as i64),
+            AggFn::Sum => {
+                let sum = items.fold(Value::Null, |acc, (_, v)| {
+                    if acc.is_null() {
+                        v.clone()
+                    } else {
+                        arithmetic(ir::BinaryOp::Add, acc, v.clone())
+                    }
+                });
+                if sum.is_null() {
+                    zero(&self.ty)
+                } else {
+                    sum
+                }
+            }
+            AggFn::Avg => {
+                let (sum, n) = items
+                    .filter_map(|(_, v)| v.as_f64())
+                    .fold((0.0, 0i64), |(s, n), x| (s + x, n + 1));
+                if n == 0 {
+                    Value::Null
+                } else {
+                    Value::Float(sum / n as f64)
+                }
+            }
+            AggFn::Min | AggFn::Max => {
+                let wanted = if self.function == AggFn::Min {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                };
+                let mut best: Option<&Value> = None;
+                for (_, v) in items {
+                    if best.is_none_or(|b| v.sql_cmp(b) == Some(wanted)) {
+                        best = Some(v);
+                    }
+                }
+                best.cloned().unwrap_or(Value::Null)
+            }
+            AggFn::First | AggFn::Last => {
+                let mut best: Option<&(i64, Value)> = None;
+                for item in items {
+                    if best.is_none_or(|b| self.better(item, b)) {
+                        best = Some(item);
+                    }
+                }
+                best.map_or(Value::Null, |(_, v)| v.clone())
+            }
+            AggFn::FirstK | AggFn::LastK => return None,
+            AggFn::Mode | AggFn::CountDistinct | AggFn::ApproxCountDistinct => {
+                // Equal values (`Eq`, which `total_cmp` agrees with) sorted next to each other.
+                let mut values: Vec<&Value> = items.map(|(_, v)| v).collect();
+                values.sort_unstable_by(|a, b| a.total_cmp(b));
+                let runs = values.chunk_by(|a, b| a.total_cmp(b) == Ordering::Equal);
+                if self.function == AggFn::Mode {
+                    // The most frequent; among as frequent, the least (as `value` ranks them).
+                    let mut best: Option<(usize, &Value)> = None;
+                    for run in runs {
+                        if best.is_none_or(|(n, _)| run.len() > n) {
+                            best = Some((run.len(), run[0]));
+                        }
+                    }
+                    best.map_or(Value::Null, |(_, v)| v.clone())
+                } else {
+                    Value::Int(runs.count() as i64)
+                }
+            }
+        })
     }
 
     /// Bytes the state holds, roughly (for the state-size figures).
@@ -246,5 +329,55 @@ fn zero(ty: &Type) -> Value {
         Type::Float => Value::Float(0.0),
         Type::Duration => Value::Duration(0),
         _ => Value::Int(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn values() -> impl Strategy<Value = Vec<(i64, Value)>> {
+        let value = prop_oneof![
+            (-5i64..5).prop_map(Value::Int),
+            (-500i128..500).prop_map(|m| Value::Decimal(m, 2)),
+            prop_oneof![Just(0.5), Just(-0.0), Just(0.0), Just(2.25)].prop_map(Value::Float),
+            prop_oneof![Just("a"), Just("b"), Just("c"), Just("")].prop_map(Value::str),
+        ];
+        // One type per window, as a column gives.
+        (0usize..4, prop::collection::vec((0i64..20, value), 0..30)).prop_map(|(kind, items)| {
+            let rank = |v: &Value| match v {
+                Value::Int(_) => 0,
+                Value::Decimal(..) => 1,
+                Value::Float(_) => 2,
+                _ => 3,
+            };
+            let mut items: Vec<_> = items.into_iter().filter(|(_, v)| rank(v) == kind).collect();
+            items.sort_by_key(|(t, _)| *t);
+            items
+        })
+    }
+
+    proptest! {
+        /// A window's value folded directly is the value of an unbounded state built from the
+        /// same events, for every function.
+        #[test]
+        fn folded_window_values_equal_the_built_states(items in values(), k in 1usize..4) {
+            let functions = [
+                AggFn::Count, AggFn::Sum, AggFn::Avg, AggFn::Min, AggFn::Max, AggFn::First,
+                AggFn::Last, AggFn::FirstK, AggFn::LastK, AggFn::Mode, AggFn::CountDistinct,
+                AggFn::ApproxCountDistinct,
+            ];
+            for function in functions {
+                let spec = AggSpec { function, window: Some(1_000), k, ty: Type::Int };
+                let folded = spec.fold(items.iter()).unwrap_or_else(|| spec.unbounded(items.iter(), 20));
+                let built = spec.unbounded(items.iter(), 20);
+                prop_assert!(
+                    folded == built || (folded.is_null() && built.is_null()),
+                    "{:?}: {:?} folded, {:?} built", function, folded, built
+                );
+            }
+        }
     }
 }

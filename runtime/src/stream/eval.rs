@@ -301,7 +301,18 @@ fn call(f: Function, args: &[Expr], s: &Scope<'_>, re: &Regexes) -> Value {
         }
         _ => {}
     }
-    let v: Vec<Value> = args.iter().map(|a| eval(a, s, re)).collect();
+    // Up to three arguments (nearly every call) on the stack: no allocation per call.
+    let mut few = [Value::Null, Value::Null, Value::Null];
+    let many: Vec<Value>;
+    let v: &[Value] = if args.len() <= few.len() {
+        for (slot, a) in few.iter_mut().zip(args) {
+            *slot = eval(a, s, re);
+        }
+        &few[..args.len()]
+    } else {
+        many = args.iter().map(|a| eval(a, s, re)).collect();
+        &many
+    };
     let x = v.first().cloned().unwrap_or(Value::Null);
     let text = |v: &Value| match v {
         Value::Str(t) => Some(t.clone()),
@@ -380,7 +391,7 @@ fn call(f: Function, args: &[Expr], s: &Scope<'_>, re: &Regexes) -> Value {
         },
         F::Greatest | F::Least => {
             let mut best: Option<Value> = None;
-            for item in v.into_iter().filter(|i| !i.is_null()) {
+            for item in v.iter().filter(|i| !i.is_null()).cloned() {
                 best = Some(match best {
                     None => item,
                     Some(b) => {
